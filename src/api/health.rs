@@ -1,0 +1,51 @@
+//! Liveness, readiness and metrics.
+//!
+//! `/health` does no I/O: it says the process answers. `/ready` checks each
+//! dependency and answers 503 when one is down, so a load balancer stops
+//! sending traffic to a replica that could not store it.
+
+use super::AppState;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+use std::time::Duration;
+
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub(super) async fn health() -> Response {
+    Json(json!({ "status": "ok" })).into_response()
+}
+
+async fn check<F: std::future::Future<Output = Result<(), crate::store::StoreError>>>(f: F) -> Result<(), String> {
+    match tokio::time::timeout(CHECK_TIMEOUT, f).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("timed out".into()),
+    }
+}
+
+pub(super) async fn ready(State(state): State<AppState>) -> Response {
+    let (store, broker) = tokio::join!(check(state.store.ping()), check(state.broker.ping()));
+    let show = |r: &Result<(), String>| match r {
+        Ok(()) => json!({ "status": "ok" }),
+        Err(e) => json!({ "status": "down", "error": e }),
+    };
+    let up = store.is_ok() && broker.is_ok();
+    let body = json!({ "status": if up { "ready" } else { "unavailable" }, "checks": { "store": show(&store), "broker": show(&broker) } });
+    let status = if up { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, Json(body)).into_response()
+}
+
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
+    if let Ok(stats) = state.store.stats().await {
+        for (status, n) in &stats.orders_by_status {
+            metrics::gauge!("orderflow_orders", "status" => status.clone()).set(*n as f64);
+        }
+        metrics::gauge!("orderflow_queued_messages").set(stats.queued_messages as f64);
+        metrics::gauge!("orderflow_dead_letters").set(stats.dead_letters as f64);
+    }
+    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}

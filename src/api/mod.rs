@@ -1,0 +1,51 @@
+//! The HTTP API: routes, shared state and the server loop.
+
+mod compat;
+mod error;
+mod health;
+mod orders;
+
+pub use error::ApiError;
+
+use crate::broker::Broker;
+use crate::store::Store;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub broker: Arc<dyn Broker>,
+    /// Renders `/metrics`; absent when another recorder is installed.
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/orders", post(orders::create).get(orders::list))
+        .route("/orders/{id}", get(orders::get))
+        .route("/order", post(orders::create))
+        .route("/order/place", post(compat::place_empty))
+        .route("/order/get/{id}", get(compat::get_status))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(orders::MAX_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` fires, then lets requests in
+/// flight finish.
+pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    Ok(())
+}

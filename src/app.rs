@@ -1,0 +1,99 @@
+//! Starting and stopping the roles.
+//!
+//! `serve` connects to the store and broker the configuration names, starts
+//! the roles asked for (the API on a bound listener, the consuming services)
+//! and runs them until the shutdown token fires. Then the API stops taking
+//! connections and finishes its requests, each worker settles the batch it
+//! holds, and `serve` returns.
+
+use crate::api::{self, AppState};
+use crate::broker::{Broker, DbBroker};
+use crate::config::{Common, ServeArgs};
+use crate::services::{Service, WorkerSettings};
+use crate::store::{self, Database};
+use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// Which roles one process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub api: bool,
+    pub inventory: bool,
+    pub notifier: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles { api: true, inventory: true, notifier: true };
+}
+
+/// Opens the store and the broker the URLs name.
+pub async fn connect(common: &Common, lease: Duration) -> anyhow::Result<(Arc<dyn Database>, Arc<dyn Broker>)> {
+    let store = store::open(&common.database_url).await?;
+    let broker: Arc<dyn Broker> = match common.broker_url.as_str() {
+        "db" => Arc::new(DbBroker::new(store.clone(), lease)),
+        other => anyhow::bail!("unsupported broker URL '{other}': expected db"),
+    };
+    Ok((store, broker))
+}
+
+/// Runs `roles` until `shutdown` fires.
+pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let (store, broker) = connect(common, args.lease()).await?;
+    let mut tasks = JoinSet::new();
+    if roles.api {
+        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState { store: store.clone(), broker: broker.clone(), metrics: crate::telemetry::metrics_handle() };
+        tracing::info!(%addr, "API listening");
+        // A machine-readable line for scripts and tests that asked for port 0.
+        println!("listening on {addr}");
+        tasks.spawn(api::serve(listener, state, shutdown.clone()));
+    }
+    let settings = WorkerSettings {
+        batch_size: args.batch_size as usize,
+        max_attempts: args.max_attempts,
+        retry_base: args.retry_base(),
+    };
+    for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {
+        if wanted {
+            tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
+        }
+    }
+    shutdown.cancelled().await;
+    tracing::info!("shutting down: finishing work in flight");
+    let drain = async {
+        while let Some(done) = tasks.join_next().await {
+            done.context("a role panicked")??;
+        }
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout), drain).await {
+        Ok(result) => result?,
+        Err(_) => tracing::warn!("shutdown timed out; unfinished work will be redelivered"),
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Fires `token` on SIGINT or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        token.cancel();
+    });
+}

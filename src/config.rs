@@ -1,0 +1,120 @@
+//! The command line: one binary, a subcommand per role or operator tool.
+//!
+//! Every option can also come from an `ORDERFLOW_*` variable, so the same
+//! binary is configured by flags on a laptop and by environment in a container.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, Parser)]
+#[command(name = "orderflow", version, about = "Asynchronous, fault-tolerant order processing")]
+pub struct Cli {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand shares.
+#[derive(Debug, Clone, Args)]
+pub struct Common {
+    /// Where orders live: `sqlite://PATH`.
+    #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db", global = true)]
+    pub database_url: String,
+    /// How events travel: `db` (the database's own queue).
+    #[arg(long, env = "ORDERFLOW_BROKER_URL", default_value = "db", global = true)]
+    pub broker_url: String,
+    /// Log format.
+    #[arg(long, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run every role in one process: API, inventory and notifier.
+    Run(ServeArgs),
+    /// Run the HTTP API only.
+    Api(ServeArgs),
+    /// Run the inventory service only.
+    Inventory(ServeArgs),
+    /// Run the notifier only.
+    Notifier(ServeArgs),
+    /// Create or update the database schema, then exit.
+    Migrate,
+    /// Inspect or set stock levels.
+    #[command(subcommand)]
+    Stock(StockCommand),
+    /// Inspect or replay dead-lettered messages.
+    #[command(subcommand)]
+    Dlq(DlqCommand),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP API listens on (port 0 picks a free port).
+    #[arg(long, env = "ORDERFLOW_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Most events a worker takes and applies in one transaction.
+    #[arg(long, env = "ORDERFLOW_BATCH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub batch_size: u32,
+    /// Deliveries of a failing message before it is dead-lettered.
+    #[arg(long, env = "ORDERFLOW_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// First retry delay of a failing message, in milliseconds; it doubles each time.
+    #[arg(long, env = "ORDERFLOW_RETRY_BASE_MS", default_value_t = 200)]
+    pub retry_base_ms: u64,
+    /// How long a taken message stays invisible to other consumers, in
+    /// milliseconds; a consumer that dies holding it gets it redelivered after this.
+    #[arg(long, env = "ORDERFLOW_LEASE_MS", default_value_t = 30_000)]
+    pub lease_ms: u64,
+    /// Seconds a clean shutdown waits for in-flight work before giving up.
+    #[arg(long, env = "ORDERFLOW_SHUTDOWN_TIMEOUT", default_value_t = 30)]
+    pub shutdown_timeout: u64,
+}
+
+impl ServeArgs {
+    pub fn retry_base(&self) -> Duration {
+        Duration::from_millis(self.retry_base_ms)
+    }
+
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms)
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum StockCommand {
+    /// Set the available quantity of a SKU (creating it if new).
+    Set {
+        sku: String,
+        #[arg(value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
+        available: i64,
+    },
+    /// List every SKU with its available and reserved quantities.
+    List,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum DlqCommand {
+    /// List dead-lettered messages.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Send dead letters back to their queue.
+    Replay {
+        /// The dead letter's id, as `dlq list` shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}

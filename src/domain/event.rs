@@ -1,0 +1,100 @@
+//! Events: the JSON envelopes that travel between the services.
+//!
+//! Every event carries its own id (the consumers' inbox key), its type, the
+//! order it is about and the order's fields, so a consumer never has to read
+//! the order back to act on it.
+
+use super::{CustomerId, LineItem, OrderId};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const ROUTE_ORDER_PLACED: &str = "order.placed";
+pub const ROUTE_INVENTORY_RESERVED: &str = "inventory.reserved";
+pub const ROUTE_INVENTORY_FAILED: &str = "inventory.failed";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    OrderPlaced,
+    InventoryReserved,
+    InventoryFailed,
+}
+
+impl EventType {
+    /// The routing key the event is published under.
+    pub fn routing_key(self) -> &'static str {
+        match self {
+            EventType::OrderPlaced => ROUTE_ORDER_PLACED,
+            EventType::InventoryReserved => ROUTE_INVENTORY_RESERVED,
+            EventType::InventoryFailed => ROUTE_INVENTORY_FAILED,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub event_type: EventType,
+    pub order_id: OrderId,
+    pub timestamp: String,
+    pub customer_id: CustomerId,
+    pub items: Vec<LineItem>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Event {
+    pub fn new(
+        event_type: EventType,
+        order_id: OrderId,
+        customer_id: CustomerId,
+        items: Vec<LineItem>,
+        reason: Option<String>,
+    ) -> Self {
+        Self {
+            event_id: Uuid::now_v7(),
+            event_type,
+            order_id,
+            timestamp: super::format_millis(super::now_millis()),
+            customer_id,
+            items,
+            reason,
+        }
+    }
+
+    /// The event that follows this one, about the same order.
+    pub fn follow(&self, event_type: EventType, reason: Option<String>) -> Self {
+        Self::new(event_type, self.order_id, self.customer_id.clone(), self.items.clone(), reason)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("an event always serializes")
+    }
+
+    /// Parses a message body. A body that fails here is poison: retrying it
+    /// cannot help, so callers dead-letter it at once.
+    pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Quantity, Sku};
+
+    #[test]
+    fn round_trips_and_rejects_garbage() {
+        let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(2).unwrap() }];
+        let e = Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c1").unwrap(), items, None);
+        let back = Event::from_json(e.to_json().as_bytes()).unwrap();
+        assert_eq!(back, e);
+        let next = e.follow(EventType::InventoryFailed, Some("out_of_stock:tea".into()));
+        assert_eq!(next.order_id, e.order_id);
+        assert_ne!(next.event_id, e.event_id);
+        assert!(Event::from_json(b"{not json").is_err());
+        assert!(Event::from_json(br#"{"event_id":"x"}"#).is_err());
+        // A message whose items break the domain rules is refused too.
+        let bad = e.to_json().replace("\"quantity\":2", "\"quantity\":0");
+        assert!(Event::from_json(bad.as_bytes()).is_err());
+    }
+}

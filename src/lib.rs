@@ -1,0 +1,25 @@
+//! orderflow: asynchronous, fault-tolerant order processing.
+//!
+//! A client places an order over HTTP and gets `202 Accepted` once the order
+//! and its `OrderPlaced` event are durably stored together. The inventory
+//! service reserves stock (all-or-nothing, never below zero) and the notifier
+//! tells the customer and completes the order. Delivery is at-least-once and
+//! every effect is recorded with the event id that caused it, so nothing is
+//! lost and nothing happens twice.
+//!
+//! - [`domain`]: validated values, statuses and events; no I/O.
+//! - [`store`]: the `Store` trait and its SQLite implementation.
+//! - [`broker`]: the `Broker` trait and the `db` broker.
+//! - [`services`]: the inventory service and the notifier.
+//! - [`api`]: the HTTP API.
+//! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
+
+pub mod api;
+pub mod app;
+pub mod broker;
+pub mod config;
+pub mod domain;
+pub mod ops;
+pub mod services;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,26 @@
+use clap::Parser;
+use orderflow::app::{self, Roles};
+use orderflow::config::{Cli, Command};
+use orderflow::{ops, telemetry};
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logs(cli.common.log_format);
+    let shutdown = CancellationToken::new();
+    let serve = |args, roles| {
+        app::cancel_on_signal(shutdown.clone());
+        app::serve(&cli.common, args, roles, shutdown.clone())
+    };
+    let none = Roles { api: false, inventory: false, notifier: false };
+    match &cli.command {
+        Command::Run(args) => serve(args, Roles::ALL).await,
+        Command::Api(args) => serve(args, Roles { api: true, ..none }).await,
+        Command::Inventory(args) => serve(args, Roles { inventory: true, ..none }).await,
+        Command::Notifier(args) => serve(args, Roles { notifier: true, ..none }).await,
+        Command::Migrate => ops::migrate(&cli.common).await,
+        Command::Stock(c) => ops::stock(&cli.common, c.clone()).await,
+        Command::Dlq(c) => ops::dlq(&cli.common, c.clone()).await,
+    }
+}

@@ -1,0 +1,180 @@
+//! The Store trait: everything the services keep, behind one seam.
+//!
+//! The API, the inventory service and the notifier depend only on this trait,
+//! so the embedded mode (SQLite) and the distributed mode use the same service
+//! code. Each effect and the events it causes are written in one transaction:
+//! an order with its `OrderPlaced` event, a reservation with its inbox record
+//! and its `InventoryReserved` event. Outgoing events go to the `messages`
+//! table, which is both the outbox and, with the `db` broker, the queue itself.
+
+mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+use crate::domain::{Event, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use async_trait::async_trait;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// Queue that `OrderPlaced` events go to; the inventory service consumes it.
+pub const QUEUE_ORDER_EVENTS: &str = "order-events";
+/// Queue that inventory outcomes go to; the notifier consumes it.
+pub const QUEUE_INVENTORY_EVENTS: &str = "inventory-events";
+
+/// The queue an event is delivered to.
+pub fn queue_for(event: &Event) -> &'static str {
+    match event.event_type {
+        crate::domain::EventType::OrderPlaced => QUEUE_ORDER_EVENTS,
+        _ => QUEUE_INVENTORY_EVENTS,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The same idempotency key was used before with a different request.
+    #[error("idempotency key was already used with a different request")]
+    IdempotencyConflict,
+    /// The store is overloaded or cannot be reached; the caller may retry later.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// An order to store, with the client's idempotency key if it sent one.
+#[derive(Debug, Clone)]
+pub struct PlaceOrder {
+    pub id: OrderId,
+    pub order: NewOrder,
+    /// The key and a hash of the request it came with.
+    pub idempotency: Option<(IdempotencyKey, String)>,
+}
+
+/// What storing an order did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub id: OrderId,
+    pub created_at: i64,
+    /// True when the idempotency key was seen before and this is the first order.
+    pub replayed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OrderView {
+    pub order_id: OrderId,
+    pub customer_id: String,
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub items: Vec<LineItem>,
+    pub created_at: String,
+    pub updated_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<Vec<Transition>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub status: Option<Status>,
+    pub customer_id: Option<String>,
+    /// Only orders older than this one (the page cursor).
+    pub before: Option<OrderId>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct StockLevel {
+    pub sku: String,
+    pub available: i64,
+    pub reserved: i64,
+}
+
+/// The outcome of handling one event in a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Handled {
+    /// The effect is committed (or was already, for a duplicate).
+    Done,
+    /// Nothing was written; the event should be retried later.
+    Retry(String),
+}
+
+/// A message taken from a `db` queue.
+#[derive(Debug, Clone)]
+pub struct QueuedMessage {
+    pub id: i64,
+    pub body: Vec<u8>,
+    /// Deliveries so far, this one included.
+    pub attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    pub id: i64,
+    pub queue: String,
+    pub routing_key: String,
+    pub attempts: u32,
+    pub error: String,
+    pub failed_at: String,
+    pub body: String,
+}
+
+/// Counts for `/metrics` and for waiting until the pipeline is idle.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PipelineStats {
+    pub orders_by_status: Vec<(String, i64)>,
+    pub queued_messages: i64,
+    pub dead_letters: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Stores an order and its `OrderPlaced` event in one transaction.
+    async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError>;
+    async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError>;
+    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError>;
+    /// Reserves stock for each `OrderPlaced` event, all-or-nothing per order,
+    /// recording the event id in `consumer`'s inbox with the effect.
+    async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
+    /// Records a notification for each inventory outcome and completes reserved orders.
+    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
+    async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError>;
+    async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError>;
+    async fn stats(&self) -> Result<PipelineStats, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The queue half of a database: what the `db` broker needs from the store.
+#[async_trait]
+pub trait QueueStore: Send + Sync + 'static {
+    /// Leases up to `max` ready messages of `queue` for `lease_ms`.
+    async fn claim(&self, queue: &str, max: usize, lease_ms: i64) -> Result<Vec<QueuedMessage>, StoreError>;
+    async fn ack(&self, ids: Vec<i64>) -> Result<(), StoreError>;
+    /// Makes a message visible again after `delay_ms`, or dead-letters it.
+    async fn fail(&self, id: i64, error: String, retry_after_ms: Option<i64>) -> Result<(), StoreError>;
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Moves dead letters back to their queue; `None` replays them all.
+    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
+    /// Changes after every commit that queued messages in this process.
+    fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+}
+
+/// A store that is also a queue: what the embedded mode runs on.
+pub trait Database: Store + QueueStore {}
+impl<T: Store + QueueStore> Database for T {}
+
+/// Opens the store a database URL names.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+        let store = SqliteStore::open(path).await?;
+        return Ok(Arc::new(store));
+    }
+    anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH")
+}

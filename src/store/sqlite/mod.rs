@@ -1,0 +1,282 @@
+//! The SQLite store: one writer thread doing group commit, many readers.
+//!
+//! SQLite allows one writer at a time, so every write in the process goes to a
+//! single thread that owns the write connection. It takes every job waiting in
+//! its channel, runs each in its own savepoint inside one transaction, commits
+//! once (WAL, `synchronous=FULL`: the commit is on disk) and only then answers
+//! the callers. Under load hundreds of orders share one fsync; a failing job
+//! rolls back its savepoint without touching its neighbours. Reads run on a
+//! small pool of connections beside it, which WAL lets proceed concurrently.
+
+mod orders;
+mod pipeline;
+mod queue;
+
+use super::{
+    DeadLetter, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore, QueuedMessage,
+    StockLevel, Store, StoreError,
+};
+use crate::domain::{Event, OrderId};
+use async_trait::async_trait;
+use anyhow::Context;
+use rusqlite::{Connection, OpenFlags};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Jobs one transaction may hold; bounds latency of the unlucky last one.
+const MAX_JOBS_PER_COMMIT: usize = 2048;
+/// Jobs that may wait for the writer; beyond this, callers are told to back off.
+const WRITER_QUEUE: usize = 16_384;
+
+type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<ReadPool>,
+    /// Bumped after every commit that queued messages, to wake consumers.
+    messages: watch::Receiver<u64>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and migrates it.
+    pub async fn open(path: &str) -> anyhow::Result<Self> {
+        let path = path.to_owned();
+        let conn = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> anyhow::Result<Connection> {
+                let conn = Connection::open(&path).with_context(|| format!("opening SQLite database {path}"))?;
+                configure(&conn)?;
+                migrate(&conn)?;
+                Ok(conn)
+            }
+        })
+        .await??;
+        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let (notify, messages) = watch::channel(0u64);
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run_writer(conn, rx, notify))
+            .context("starting the SQLite writer thread")?;
+        Ok(Self { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), messages })
+    }
+
+    /// Runs `f` inside the next group commit and returns its result once the
+    /// transaction is durable. Fails fast with `Unavailable` when the writer's
+    /// queue is full, so an overloaded process sheds load instead of queueing
+    /// without bound.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let result = in_savepoint(conn, f);
+            Box::new(move |commit: Result<(), String>| {
+                let outcome = match commit {
+                    Ok(()) => result,
+                    Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
+                };
+                let _ = tx.send(outcome);
+            })
+        });
+        self.writer.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("write queue is full".into()),
+            mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("writer has stopped".into()),
+        })?;
+        rx.await.map_err(|_| StoreError::Unavailable("writer has stopped".into()))?
+    }
+
+    /// Runs `f` on a read connection, off the async threads.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = pool.get()?;
+            let result = f(&conn);
+            pool.put(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Other(anyhow::anyhow!("read task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
+        self.write(move |c| orders::place(c, order)).await
+    }
+
+    async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
+        self.read(move |c| orders::get(c, id)).await
+    }
+
+    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+        self.read(move |c| orders::list(c, filter)).await
+    }
+
+    async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.write(move |c| pipeline::reserve(c, &consumer, events)).await
+    }
+
+    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.write(move |c| pipeline::notify(c, &consumer, events)).await
+    }
+
+    async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
+        let sku = sku.to_owned();
+        self.write(move |c| pipeline::set_stock(c, &sku, available)).await
+    }
+
+    async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError> {
+        self.read(pipeline::list_stock).await
+    }
+
+    async fn stats(&self) -> Result<PipelineStats, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, count(*) FROM orders GROUP BY status").map_err(db_err)?;
+            let orders_by_status = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db_err)?;
+            let (queued_messages, dead_letters) = queue::counts(c)?;
+            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Unavailable("writer has stopped".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
+    }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn claim(&self, queue: &str, max: usize, lease_ms: i64) -> Result<Vec<QueuedMessage>, StoreError> {
+        let queue = queue.to_owned();
+        self.write(move |c| queue::claim(c, &queue, max, lease_ms)).await
+    }
+
+    async fn ack(&self, ids: Vec<i64>) -> Result<(), StoreError> {
+        self.write(move |c| queue::ack(c, &ids)).await
+    }
+
+    async fn fail(&self, id: i64, error: String, retry_after_ms: Option<i64>) -> Result<(), StoreError> {
+        self.write(move |c| queue::fail(c, id, &error, retry_after_ms)).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |c| queue::dead_letters(c, limit)).await
+    }
+
+    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError> {
+        self.write(move |c| queue::replay(c, id)).await
+    }
+
+    fn message_signal(&self) -> watch::Receiver<u64> {
+        self.messages.clone()
+    }
+}
+
+fn configure(conn: &Connection) -> anyhow::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    Ok(())
+}
+
+fn migrate(conn: &Connection) -> anyhow::Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} PRAGMA user_version = 1; COMMIT;",
+            include_str!("../migrations/sqlite.sql")
+        ))
+        .context("migrating the SQLite schema")?;
+    }
+    Ok(())
+}
+
+fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job").map_err(db_err)?;
+    let result = f(conn);
+    let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    conn.execute_batch(end).map_err(db_err)?;
+    result
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, messages: watch::Sender<u64>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                replies.extend(batch.drain(..).map(|job| job(&conn)));
+                conn.execute_batch("COMMIT").map_err(|e| {
+                    let _ = conn.execute_batch("ROLLBACK");
+                    e.to_string()
+                })
+            }
+            Err(e) => {
+                replies.extend(batch.drain(..).map(|_| -> Reply { Box::new(|_| ()) }));
+                Err(e.to_string())
+            }
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, "SQLite commit failed");
+        }
+        for reply in replies.drain(..) {
+            reply(outcome.clone());
+        }
+        if orders::QUEUED.replace(false) && outcome.is_ok() {
+            messages.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+}
+
+/// Read connections, opened on demand and kept for reuse.
+struct ReadPool {
+    path: String,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    fn get(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().expect("read pool lock").pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
+        conn.pragma_update(None, "busy_timeout", 5000).map_err(db_err)?;
+        Ok(conn)
+    }
+
+    fn put(&self, conn: Connection) {
+        let mut idle = self.idle.lock().expect("read pool lock");
+        if idle.len() < 16 {
+            idle.push(conn);
+        }
+    }
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Other(anyhow::Error::new(e))
+}

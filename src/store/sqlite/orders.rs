@@ -1,0 +1,148 @@
+//! Orders: accepting them, reading them back, paging through them.
+
+use super::db_err;
+use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status};
+use crate::store::{queue_for, OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use std::cell::Cell;
+
+thread_local! {
+    /// Set on the writer thread when a job queues a message, so the commit
+    /// wakes the consumers only when there is something for them.
+    pub(super) static QUEUED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Queues an event for delivery (the outbox row, and the `db` broker's queue).
+pub(super) fn enqueue(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO messages (queue, routing_key, body) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![queue_for(event), event.event_type.routing_key(), event.to_json()]))
+        .map_err(db_err)?;
+    QUEUED.set(true);
+    Ok(())
+}
+
+/// Records a status change: the order row and its history.
+pub(super) fn transition(
+    conn: &Connection,
+    id: OrderId,
+    status: Status,
+    reason: Option<&str>,
+    now: i64,
+) -> Result<(), StoreError> {
+    let id = id.to_string();
+    conn.prepare_cached("UPDATE orders SET status = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1")
+        .and_then(|mut s| s.execute(params![id, status.as_str(), reason, now]))
+        .map_err(db_err)?;
+    conn.prepare_cached("INSERT INTO order_history (order_id, status, reason, at) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut s| s.execute(params![id, status.as_str(), reason, now]))
+        .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>, StoreError> {
+    let status: Option<String> = conn
+        .prepare_cached("SELECT status FROM orders WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)).optional())
+        .map_err(db_err)?;
+    status.map(|s| s.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))).transpose()
+}
+
+pub(super) fn place(conn: &Connection, p: PlaceOrder) -> Result<Placed, StoreError> {
+    let now = now_millis();
+    if let Some((key, hash)) = &p.idempotency {
+        let seen: Option<(String, String, i64)> = conn
+            .prepare_cached("SELECT request_hash, order_id, created_at FROM idempotency_keys WHERE key = ?1")
+            .and_then(|mut s| s.query_row([key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .map_err(db_err)?;
+        if let Some((seen_hash, order_id, created_at)) = seen {
+            if seen_hash != *hash {
+                return Err(StoreError::IdempotencyConflict);
+            }
+            let id = order_id.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
+            return Ok(Placed { id, created_at, replayed: true });
+        }
+        conn.prepare_cached("INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![key.as_str(), hash, p.id.to_string(), now]))
+            .map_err(db_err)?;
+    }
+    let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
+    let id = p.id.to_string();
+    conn.prepare_cached(
+        "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, ?2, 'placed', ?3, ?4, ?4)",
+    )
+    .and_then(|mut s| s.execute(params![id, p.order.customer_id.as_str(), items, now]))
+    .map_err(db_err)?;
+    conn.prepare_cached("INSERT INTO order_history (order_id, status, at) VALUES (?1, 'placed', ?2)")
+        .and_then(|mut s| s.execute(params![id, now]))
+        .map_err(db_err)?;
+    let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
+    enqueue(conn, &event)?;
+    Ok(Placed { id: p.id, created_at: now, replayed: false })
+}
+
+const ORDER_COLUMNS: &str = "id, customer_id, status, reason, items, created_at, updated_at";
+
+fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
+    let bad = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
+    let id: String = r.get(0)?;
+    let status: String = r.get(2)?;
+    let items: String = r.get(4)?;
+    Ok(OrderView {
+        order_id: id.parse().map_err(|e: crate::domain::ValidationError| bad(0, e.message))?,
+        customer_id: r.get(1)?,
+        status: status.parse().map_err(|e: crate::domain::ValidationError| bad(2, e.message))?,
+        reason: r.get(3)?,
+        items: serde_json::from_str::<Vec<LineItem>>(&items).map_err(|e| bad(4, e.to_string()))?,
+        created_at: format_millis(r.get(5)?),
+        updated_at: format_millis(r.get(6)?),
+        history: None,
+    })
+}
+
+pub(super) fn get(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, StoreError> {
+    let id = id.to_string();
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
+    let Some(mut order) = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([&id], order_from_row).optional())
+        .map_err(db_err)?
+    else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT status, reason, at FROM order_history WHERE order_id = ?1 ORDER BY at, rowid")
+        .map_err(db_err)?;
+    let history = stmt
+        .query_map([&id], |r| {
+            let status: String = r.get(0)?;
+            Ok(Transition { status: status.parse().unwrap_or(Status::Placed), reason: r.get(1)?, at: format_millis(r.get(2)?) })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    order.history = Some(history);
+    Ok(Some(order))
+}
+
+pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+    let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+    let mut args: Vec<String> = Vec::new();
+    if let Some(status) = f.status {
+        args.push(status.as_str().to_owned());
+        sql.push_str(&format!(" AND status = ?{}", args.len()));
+    }
+    if let Some(customer) = f.customer_id {
+        args.push(customer);
+        sql.push_str(&format!(" AND customer_id = ?{}", args.len()));
+    }
+    if let Some(before) = f.before {
+        args.push(before.to_string());
+        sql.push_str(&format!(" AND id < ?{}", args.len()));
+    }
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit));
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args.iter()), order_from_row)
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    Ok(rows)
+}

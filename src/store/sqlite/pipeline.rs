@@ -1,0 +1,162 @@
+//! The services' effects: reserving stock and recording notifications.
+//!
+//! Each runs as one writer job over a whole batch of events. Stock levels of
+//! the SKUs a batch touches are read once, reserved in memory order by order
+//! (all-or-nothing per order), and written back once per SKU.
+
+use super::db_err;
+use super::orders::{enqueue, status_of, transition};
+use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
+use crate::store::{Handled, StockLevel, StoreError};
+use rusqlite::{params, Connection, OptionalExtension};
+use std::collections::HashMap;
+
+/// True when `consumer` has applied `event` before.
+fn seen(conn: &Connection, consumer: &str, event: &Event) -> Result<bool, StoreError> {
+    conn.prepare_cached("SELECT 1 FROM inbox WHERE consumer = ?1 AND event_id = ?2")
+        .and_then(|mut s| s.exists(params![consumer, event.event_id.to_string()]))
+        .map_err(db_err)
+}
+
+fn remember(conn: &Connection, consumer: &str, event: &Event, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string(), now]))
+        .map_err(db_err)?;
+    Ok(())
+}
+
+/// Stock of one SKU as the batch sees it: `None` when the SKU is unknown.
+struct Level {
+    available: Option<i64>,
+    taken: i64,
+}
+
+pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    let now = now_millis();
+    let mut levels: HashMap<String, Level> = HashMap::new();
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        if seen(conn, consumer, &event)? {
+            outcomes.push(Handled::Done);
+            continue;
+        }
+        match status_of(conn, event.order_id)? {
+            None => {
+                outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+                continue;
+            }
+            Some(Status::Placed) => {}
+            // Already decided by an earlier delivery under another event id.
+            Some(_) => {
+                remember(conn, consumer, &event, now)?;
+                outcomes.push(Handled::Done);
+                continue;
+            }
+        }
+        let wanted = NewOrder::quantities_by_sku(&event.items);
+        let mut problem = None;
+        for (sku, qty) in &wanted {
+            let level = match levels.get(sku.as_str()) {
+                Some(level) => level,
+                None => {
+                    let available = conn
+                        .prepare_cached("SELECT available FROM inventory WHERE sku = ?1")
+                        .and_then(|mut s| s.query_row([sku.as_str()], |r| r.get::<_, i64>(0)).optional())
+                        .map_err(db_err)?;
+                    levels.entry(sku.as_str().to_owned()).or_insert(Level { available, taken: 0 })
+                }
+            };
+            problem = match level.available {
+                None => Some(format!("unknown_sku:{sku}")),
+                Some(n) if n - level.taken < *qty as i64 => Some(format!("out_of_stock:{sku}")),
+                Some(_) => continue,
+            };
+            break;
+        }
+        let next = match problem {
+            None => {
+                for (sku, qty) in &wanted {
+                    levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
+                }
+                transition(conn, event.order_id, Status::Reserved, None, now)?;
+                event.follow(EventType::InventoryReserved, None)
+            }
+            Some(reason) => {
+                transition(conn, event.order_id, Status::Rejected, Some(&reason), now)?;
+                event.follow(EventType::InventoryFailed, Some(reason))
+            }
+        };
+        remember(conn, consumer, &event, now)?;
+        enqueue(conn, &next)?;
+        outcomes.push(Handled::Done);
+    }
+    for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {
+        conn.prepare_cached(
+            "UPDATE inventory SET available = available - ?2, reserved = reserved + ?2, updated_at = ?3 WHERE sku = ?1",
+        )
+        .and_then(|mut s| s.execute(params![sku, level.taken, now]))
+        .map_err(db_err)?;
+    }
+    Ok(outcomes)
+}
+
+pub(super) fn notify(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    let now = now_millis();
+    let mut outcomes = Vec::with_capacity(events.len());
+    for event in events {
+        if seen(conn, consumer, &event)? {
+            outcomes.push(Handled::Done);
+            continue;
+        }
+        let Some(status) = status_of(conn, event.order_id)? else {
+            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+            continue;
+        };
+        let (kind, message) = match event.event_type {
+            EventType::InventoryReserved => ("confirmed", format!("Your order {} is confirmed.", event.order_id)),
+            EventType::InventoryFailed => (
+                "rejected",
+                format!(
+                    "Sorry, your order {} could not be fulfilled ({}).",
+                    event.order_id,
+                    event.reason.as_deref().unwrap_or("unknown reason")
+                ),
+            ),
+            EventType::OrderPlaced => {
+                outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
+                continue;
+            }
+        };
+        tracing::info!(order_id = %event.order_id, customer_id = event.customer_id.as_str(), kind, "notification: {message}");
+        conn.prepare_cached(
+            "INSERT INTO notifications (event_id, order_id, kind, message, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut s| s.execute(params![event.event_id.to_string(), event.order_id.to_string(), kind, message, now]))
+        .map_err(db_err)?;
+        if event.event_type == EventType::InventoryReserved && status == Status::Reserved {
+            transition(conn, event.order_id, Status::Completed, None, now)?;
+        }
+        remember(conn, consumer, &event, now)?;
+        outcomes.push(Handled::Done);
+    }
+    Ok(outcomes)
+}
+
+pub(super) fn set_stock(conn: &Connection, sku: &str, available: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO inventory (sku, available, updated_at) VALUES (?1, ?2, ?3)
+         ON CONFLICT (sku) DO UPDATE SET available = excluded.available, updated_at = excluded.updated_at",
+    )
+    .and_then(|mut s| s.execute(params![sku, available, now_millis()]))
+    .map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) fn list_stock(conn: &Connection) -> Result<Vec<StockLevel>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok(StockLevel { sku: r.get(0)?, available: r.get(1)?, reserved: r.get(2)? }))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    Ok(rows)
+}
