@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS messages (
     id           INTEGER PRIMARY KEY AUTOINCREMENT,
     queue        TEXT NOT NULL,
     routing_key  TEXT NOT NULL,
-    body         BLOB NOT NULL,
+    body         TEXT NOT NULL,            -- the event, JSON
     attempts     INTEGER NOT NULL DEFAULT 0,
     available_at INTEGER NOT NULL DEFAULT 0,
     locked_until INTEGER NOT NULL DEFAULT 0,
@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     queue       TEXT NOT NULL,
     routing_key TEXT NOT NULL,
-    body        BLOB NOT NULL,
+    body        TEXT NOT NULL,
     attempts    INTEGER NOT NULL,
     error       TEXT NOT NULL,
     failed_at   INTEGER NOT NULL

@@ -19,7 +19,7 @@ pub(super) fn claim(conn: &Connection, queue: &str, max: usize, lease_ms: i64) -
              WHERE id IN (SELECT id FROM messages
                           WHERE queue = ?1 AND available_at <= ?2 AND locked_until <= ?2
                           ORDER BY id LIMIT ?4)
-             RETURNING id, body, attempts",
+             RETURNING id, CAST(body AS BLOB), attempts",
         )
         .map_err(db_err)?;
     let mut claimed = stmt
@@ -66,7 +66,7 @@ pub(super) fn fail(conn: &Connection, id: i64, error: &str, retry_after_ms: Opti
 pub(super) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, queue, routing_key, attempts, error, failed_at, body FROM dead_letters ORDER BY id LIMIT ?1",
+            "SELECT id, queue, routing_key, attempts, error, failed_at, CAST(body AS BLOB) FROM dead_letters ORDER BY id LIMIT ?1",
         )
         .map_err(db_err)?;
     let rows = stmt
