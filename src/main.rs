@@ -4,6 +4,11 @@ use orderflow::config::{Cli, Command};
 use orderflow::{ops, telemetry};
 use tokio_util::sync::CancellationToken;
 
+// The hot path allocates small strings on two threads at high rates; mimalloc
+// handles that with far less contention than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

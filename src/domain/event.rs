@@ -66,6 +66,23 @@ impl Event {
         Self::new(event_type, self.order_id, self.customer_id.clone(), self.items.clone(), reason)
     }
 
+    /// What the customer is told about this event, and its kind; `None` for
+    /// events that are not outcomes.
+    pub fn notification(&self) -> Option<(&'static str, String)> {
+        match self.event_type {
+            EventType::InventoryReserved => Some(("confirmed", format!("Your order {} is confirmed.", self.order_id))),
+            EventType::InventoryFailed => Some((
+                "rejected",
+                format!(
+                    "Sorry, your order {} could not be fulfilled ({}).",
+                    self.order_id,
+                    self.reason.as_deref().unwrap_or("unknown reason")
+                ),
+            )),
+            EventType::OrderPlaced => None,
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("an event always serializes")
     }

@@ -97,7 +97,7 @@ pub(super) async fn run(
         // Hold the batch until the store takes it; leaving on shutdown without
         // an ack is safe, the messages are delivered again.
         while !deliveries.is_empty() {
-            match apply_batch(service, store.as_ref(), consumer.as_mut(), &deliveries, events.clone(), &settings).await {
+            match apply_batch(service, store.as_ref(), consumer.as_mut(), &deliveries, &events, &settings).await {
                 Ok(outcome) => {
                     tracing::debug!(service = service.name(), ?outcome, "batch done");
                     backoff = Duration::from_millis(50);
@@ -157,11 +157,11 @@ async fn apply_batch(
     store: &dyn Store,
     consumer: &mut dyn Consumer,
     parsed: &[&Delivery],
-    events: Vec<Event>,
+    events: &[Event],
     settings: &WorkerSettings,
 ) -> Result<BatchOutcome, StoreError> {
     let mut outcome = BatchOutcome::default();
-    let results = match AssertUnwindSafe(service.apply(store, events)).catch_unwind().await {
+    let results = match AssertUnwindSafe(service.apply(store, events.to_vec())).catch_unwind().await {
         Ok(Ok(results)) => results,
         Ok(Err(e)) => return Err(e),
         Err(_) => {
@@ -171,9 +171,15 @@ async fn apply_batch(
         }
     };
     let mut acks = Vec::with_capacity(parsed.len());
-    for (delivery, result) in parsed.iter().zip(results) {
+    for ((delivery, event), result) in parsed.iter().zip(events).zip(results) {
         match result {
-            Handled::Done => acks.push(delivery.tag),
+            Handled::Done => {
+                if service == Service::Notifier {
+                    log_notification(event);
+                }
+                acks.push(delivery.tag)
+            }
+            Handled::Duplicate => acks.push(delivery.tag),
             Handled::Retry(reason) => {
                 let action = settings.after_failure(delivery.attempts);
                 tracing::warn!(service = service.name(), tag = delivery.tag, attempts = delivery.attempts, %reason, ?action, "event not applied");
@@ -191,6 +197,14 @@ async fn apply_batch(
     }
     metrics::counter!("orderflow_events_processed_total", "service" => service.name()).increment(outcome.acked as u64);
     Ok(outcome)
+}
+
+/// The notification itself: one log line per outcome, written after the
+/// notifier's commit so a line is never logged for an effect that was lost.
+fn log_notification(event: &Event) {
+    if let Some((kind, message)) = event.notification() {
+        tracing::info!(order_id = %event.order_id, customer_id = event.customer_id.as_str(), kind, "notification: {message}");
+    }
 }
 
 #[cfg(test)]

@@ -77,8 +77,7 @@ pub struct OrderView {
     pub items: Vec<LineItem>,
     pub created_at: String,
     pub updated_at: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub history: Option<Vec<Transition>>,
+    pub history: Vec<Transition>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -100,8 +99,10 @@ pub struct StockLevel {
 /// The outcome of handling one event in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    /// The effect is committed (or was already, for a duplicate).
+    /// The effect is committed.
     Done,
+    /// The effect was committed before, by an earlier delivery.
+    Duplicate,
     /// Nothing was written; the event should be retried later.
     Retry(String),
 }

@@ -6,19 +6,16 @@ CREATE TABLE IF NOT EXISTS orders (
     status      TEXT NOT NULL,
     reason      TEXT,
     items       TEXT NOT NULL,             -- JSON array of {sku, quantity}
-    created_at  INTEGER NOT NULL,
-    updated_at  INTEGER NOT NULL
+    created_at  INTEGER NOT NULL,          -- also when it was placed
+    updated_at  INTEGER NOT NULL,
+    -- The lifecycle is a fixed state machine, so its history is one time per
+    -- state: cheaper than a row per transition, and just as complete.
+    reserved_at  INTEGER,
+    completed_at INTEGER,
+    rejected_at  INTEGER
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS orders_by_status ON orders (status, id);
 CREATE INDEX IF NOT EXISTS orders_by_customer ON orders (customer_id, id);
-
-CREATE TABLE IF NOT EXISTS order_history (
-    order_id TEXT NOT NULL,
-    status   TEXT NOT NULL,
-    reason   TEXT,
-    at       INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS order_history_by_order ON order_history (order_id);
 
 CREATE TABLE IF NOT EXISTS idempotency_keys (
     key          TEXT PRIMARY KEY,
@@ -65,9 +62,12 @@ CREATE TABLE IF NOT EXISTS inbox (
     PRIMARY KEY (consumer, event_id)
 ) WITHOUT ROWID;
 
+-- Notifications sent; keyed by the event that caused them, so it is also the
+-- notifier's inbox.
 CREATE TABLE IF NOT EXISTS notifications (
     event_id TEXT PRIMARY KEY,
     order_id TEXT NOT NULL,
+    consumer TEXT NOT NULL,
     kind     TEXT NOT NULL,
     message  TEXT NOT NULL,
     sent_at  INTEGER NOT NULL

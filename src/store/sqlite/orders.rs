@@ -1,8 +1,8 @@
 //! Orders: accepting them, reading them back, paging through them.
 
 use super::db_err;
-use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status};
-use crate::store::{queue_for, OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition};
+use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
+use crate::store::{queue_for, OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition, QUEUE_ORDER_EVENTS};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::Cell;
 
@@ -14,14 +14,18 @@ thread_local! {
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).
 pub(super) fn enqueue(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+    enqueue_raw(conn, queue_for(event), event.event_type.routing_key(), &event.to_json())
+}
+
+fn enqueue_raw(conn: &Connection, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
     conn.prepare_cached("INSERT INTO messages (queue, routing_key, body) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![queue_for(event), event.event_type.routing_key(), event.to_json()]))
+        .and_then(|mut s| s.execute(params![queue, routing_key, body]))
         .map_err(db_err)?;
     QUEUED.set(true);
     Ok(())
 }
 
-/// Records a status change: the order row and its history.
+/// Records a status change and when it happened.
 pub(super) fn transition(
     conn: &Connection,
     id: OrderId,
@@ -29,13 +33,15 @@ pub(super) fn transition(
     reason: Option<&str>,
     now: i64,
 ) -> Result<(), StoreError> {
-    let id = id.to_string();
-    conn.prepare_cached("UPDATE orders SET status = ?2, reason = ?3, updated_at = ?4 WHERE id = ?1")
-        .and_then(|mut s| s.execute(params![id, status.as_str(), reason, now]))
-        .map_err(db_err)?;
-    conn.prepare_cached("INSERT INTO order_history (order_id, status, reason, at) VALUES (?1, ?2, ?3, ?4)")
-        .and_then(|mut s| s.execute(params![id, status.as_str(), reason, now]))
-        .map_err(db_err)?;
+    let sql = match status {
+        Status::Placed => return Err(StoreError::Other(anyhow::anyhow!("an order is placed only once"))),
+        Status::Reserved => "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1",
+        Status::Completed => {
+            "UPDATE orders SET status = 'completed', reason = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1"
+        }
+        Status::Rejected => "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1",
+    };
+    conn.prepare_cached(sql).and_then(|mut s| s.execute(params![id.to_string(), reason, now])).map_err(db_err)?;
     Ok(())
 }
 
@@ -47,12 +53,39 @@ pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>
     status.map(|s| s.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))).transpose()
 }
 
-pub(super) fn place(conn: &Connection, p: PlaceOrder) -> Result<Placed, StoreError> {
+/// An order rendered for the writer: the strings are built before the job
+/// reaches the writer thread, which is the one resource every order shares.
+pub(super) struct PreparedOrder {
+    id: OrderId,
+    id_text: String,
+    customer_id: String,
+    items: String,
+    event: String,
+    idempotency: Option<(String, String)>,
+}
+
+impl PreparedOrder {
+    pub(super) fn new(p: PlaceOrder) -> Result<Self, StoreError> {
+        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
+        let customer_id = p.order.customer_id.as_str().to_owned();
+        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
+        Ok(Self {
+            id: p.id,
+            id_text: p.id.to_string(),
+            customer_id,
+            items,
+            event,
+            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
+        })
+    }
+}
+
+pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, StoreError> {
     let now = now_millis();
     if let Some((key, hash)) = &p.idempotency {
         let seen: Option<(String, String, i64)> = conn
             .prepare_cached("SELECT request_hash, order_id, created_at FROM idempotency_keys WHERE key = ?1")
-            .and_then(|mut s| s.query_row([key.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+            .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
             .map_err(db_err)?;
         if let Some((seen_hash, order_id, created_at)) = seen {
             if seen_hash != *hash {
@@ -62,25 +95,20 @@ pub(super) fn place(conn: &Connection, p: PlaceOrder) -> Result<Placed, StoreErr
             return Ok(Placed { id, created_at, replayed: true });
         }
         conn.prepare_cached("INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![key.as_str(), hash, p.id.to_string(), now]))
+            .and_then(|mut s| s.execute(params![key, hash, p.id_text, now]))
             .map_err(db_err)?;
     }
-    let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
-    let id = p.id.to_string();
     conn.prepare_cached(
         "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, ?2, 'placed', ?3, ?4, ?4)",
     )
-    .and_then(|mut s| s.execute(params![id, p.order.customer_id.as_str(), items, now]))
+    .and_then(|mut s| s.execute(params![p.id_text, p.customer_id, p.items, now]))
     .map_err(db_err)?;
-    conn.prepare_cached("INSERT INTO order_history (order_id, status, at) VALUES (?1, 'placed', ?2)")
-        .and_then(|mut s| s.execute(params![id, now]))
-        .map_err(db_err)?;
-    let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
-    enqueue(conn, &event)?;
+    enqueue_raw(conn, QUEUE_ORDER_EVENTS, ROUTE_ORDER_PLACED, &p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 
-const ORDER_COLUMNS: &str = "id, customer_id, status, reason, items, created_at, updated_at";
+const ORDER_COLUMNS: &str =
+    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at";
 
 fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
     let bad = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
@@ -95,32 +123,27 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
         items: serde_json::from_str::<Vec<LineItem>>(&items).map_err(|e| bad(4, e.to_string()))?,
         created_at: format_millis(r.get(5)?),
         updated_at: format_millis(r.get(6)?),
-        history: None,
+        history: history_from_row(r)?,
     })
+}
+
+/// The transitions an order went through, in order, from its state times.
+fn history_from_row(r: &Row<'_>) -> rusqlite::Result<Vec<Transition>> {
+    let reason: Option<String> = r.get(3)?;
+    let mut history = vec![Transition { status: Status::Placed, reason: None, at: format_millis(r.get(5)?) }];
+    for (column, status) in [(7, Status::Reserved), (8, Status::Completed), (9, Status::Rejected)] {
+        if let Some(at) = r.get::<_, Option<i64>>(column)? {
+            let reason = if status == Status::Rejected { reason.clone() } else { None };
+            history.push(Transition { status, reason, at: format_millis(at) });
+        }
+    }
+    Ok(history)
 }
 
 pub(super) fn get(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, StoreError> {
     let id = id.to_string();
     let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1");
-    let Some(mut order) = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| s.query_row([&id], order_from_row).optional())
-        .map_err(db_err)?
-    else {
-        return Ok(None);
-    };
-    let mut stmt = conn
-        .prepare_cached("SELECT status, reason, at FROM order_history WHERE order_id = ?1 ORDER BY at, rowid")
-        .map_err(db_err)?;
-    let history = stmt
-        .query_map([&id], |r| {
-            let status: String = r.get(0)?;
-            Ok(Transition { status: status.parse().unwrap_or(Status::Placed), reason: r.get(1)?, at: format_millis(r.get(2)?) })
-        })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
-        .map_err(db_err)?;
-    order.history = Some(history);
-    Ok(Some(order))
+    conn.prepare_cached(&sql).and_then(|mut s| s.query_row([&id], order_from_row).optional()).map_err(db_err)
 }
 
 pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, StoreError> {

@@ -37,7 +37,7 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         if seen(conn, consumer, &event)? {
-            outcomes.push(Handled::Done);
+            outcomes.push(Handled::Duplicate);
             continue;
         }
         match status_of(conn, event.order_id)? {
@@ -49,7 +49,7 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
             // Already decided by an earlier delivery under another event id.
             Some(_) => {
                 remember(conn, consumer, &event, now)?;
-                outcomes.push(Handled::Done);
+                outcomes.push(Handled::Duplicate);
                 continue;
             }
         }
@@ -104,39 +104,31 @@ pub(super) fn notify(conn: &Connection, consumer: &str, events: Vec<Event>) -> R
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
-        if seen(conn, consumer, &event)? {
-            outcomes.push(Handled::Done);
-            continue;
-        }
         let Some(status) = status_of(conn, event.order_id)? else {
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
         };
-        let (kind, message) = match event.event_type {
-            EventType::InventoryReserved => ("confirmed", format!("Your order {} is confirmed.", event.order_id)),
-            EventType::InventoryFailed => (
-                "rejected",
-                format!(
-                    "Sorry, your order {} could not be fulfilled ({}).",
-                    event.order_id,
-                    event.reason.as_deref().unwrap_or("unknown reason")
-                ),
-            ),
-            EventType::OrderPlaced => {
-                outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
-                continue;
-            }
+        let Some((kind, message)) = event.notification() else {
+            outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
+            continue;
         };
-        tracing::info!(order_id = %event.order_id, customer_id = event.customer_id.as_str(), kind, "notification: {message}");
-        conn.prepare_cached(
-            "INSERT INTO notifications (event_id, order_id, kind, message, sent_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )
-        .and_then(|mut s| s.execute(params![event.event_id.to_string(), event.order_id.to_string(), kind, message, now]))
-        .map_err(db_err)?;
+        // The notifications table, keyed by event id, is the notifier's inbox.
+        let inserted = conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut s| {
+                s.execute(params![event.event_id.to_string(), event.order_id.to_string(), consumer, kind, message, now])
+            })
+            .map_err(db_err)?;
+        if inserted == 0 {
+            outcomes.push(Handled::Duplicate);
+            continue;
+        }
         if event.event_type == EventType::InventoryReserved && status == Status::Reserved {
             transition(conn, event.order_id, Status::Completed, None, now)?;
         }
-        remember(conn, consumer, &event, now)?;
         outcomes.push(Handled::Done);
     }
     Ok(outcomes)
