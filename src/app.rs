@@ -7,7 +7,7 @@
 //! holds, and `serve` returns.
 
 use crate::api::{self, AppState};
-use crate::broker::{Broker, DbBroker};
+use crate::broker::{Broker, DbBroker, RetryPolicy};
 use crate::config::{Common, ServeArgs};
 use crate::services::{Service, WorkerSettings};
 use crate::store::{self, Database};
@@ -31,10 +31,10 @@ impl Roles {
 }
 
 /// Opens the store and the broker the URLs name.
-pub async fn connect(common: &Common, lease: Duration) -> anyhow::Result<(Arc<dyn Database>, Arc<dyn Broker>)> {
+pub async fn connect(common: &Common) -> anyhow::Result<(Arc<dyn Database>, Arc<dyn Broker>)> {
     let store = store::open(&common.database_url).await?;
     let broker: Arc<dyn Broker> = match common.broker_url.as_str() {
-        "db" => Arc::new(DbBroker::new(store.clone(), lease)),
+        "db" => Arc::new(DbBroker::new(store.clone())),
         other => anyhow::bail!("unsupported broker URL '{other}': expected db"),
     };
     Ok((store, broker))
@@ -42,7 +42,7 @@ pub async fn connect(common: &Common, lease: Duration) -> anyhow::Result<(Arc<dy
 
 /// Runs `roles` until `shutdown` fires.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (store, broker) = connect(common, args.lease()).await?;
+    let (store, broker) = connect(common).await?;
     let mut tasks = JoinSet::new();
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -55,12 +55,11 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     }
     let settings = WorkerSettings {
         batch_size: args.batch_size as usize,
-        max_attempts: args.max_attempts,
-        retry_base: args.retry_base(),
+        retry: RetryPolicy { max_attempts: args.max_attempts, base: args.retry_base() },
     };
     for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {
         if wanted {
-            tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
+            tasks.spawn(service.run(store.clone(), settings.clone(), shutdown.clone()));
         }
     }
     shutdown.cancelled().await;

@@ -70,10 +70,6 @@ pub struct ServeArgs {
     /// First retry delay of a failing message, in milliseconds; it doubles each time.
     #[arg(long, env = "ORDERFLOW_RETRY_BASE_MS", default_value_t = 200)]
     pub retry_base_ms: u64,
-    /// How long a taken message stays invisible to other consumers, in
-    /// milliseconds; a consumer that dies holding it gets it redelivered after this.
-    #[arg(long, env = "ORDERFLOW_LEASE_MS", default_value_t = 30_000)]
-    pub lease_ms: u64,
     /// Seconds a clean shutdown waits for in-flight work before giving up.
     #[arg(long, env = "ORDERFLOW_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
@@ -82,10 +78,6 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn retry_base(&self) -> Duration {
         Duration::from_millis(self.retry_base_ms)
-    }
-
-    pub fn lease(&self) -> Duration {
-        Duration::from_millis(self.lease_ms)
     }
 }
 

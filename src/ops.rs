@@ -5,19 +5,16 @@
 use crate::app::connect;
 use crate::config::{Common, DlqCommand, StockCommand};
 use crate::domain::Sku;
-use std::time::Duration;
 
-/// Lease for the broker a tool opens; tools never consume, so it is unused.
-const TOOL_LEASE: Duration = Duration::from_secs(30);
 
 pub async fn migrate(common: &Common) -> anyhow::Result<()> {
-    connect(common, TOOL_LEASE).await?;
+    connect(common).await?;
     println!("database is up to date");
     Ok(())
 }
 
 pub async fn stock(common: &Common, command: StockCommand) -> anyhow::Result<()> {
-    let (store, _) = connect(common, TOOL_LEASE).await?;
+    let (store, _) = connect(common).await?;
     match command {
         StockCommand::Set { sku, available } => {
             let sku = Sku::parse(sku)?;
@@ -35,7 +32,7 @@ pub async fn stock(common: &Common, command: StockCommand) -> anyhow::Result<()>
 }
 
 pub async fn dlq(common: &Common, command: DlqCommand) -> anyhow::Result<()> {
-    let (_, broker) = connect(common, TOOL_LEASE).await?;
+    let (_, broker) = connect(common).await?;
     match command {
         DlqCommand::List { limit } => {
             for letter in broker.dead_letters(limit).await? {

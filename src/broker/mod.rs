@@ -1,9 +1,11 @@
-//! The Broker trait: how events travel from the store to the consumers.
+//! The Broker trait: where events wait between the services, and what
+//! becomes of the ones that cannot be handled.
 //!
-//! A consumer takes batches of deliveries from one queue, acknowledges the
-//! ones whose effects are committed, and rejects the rest for a later retry
-//! or for the dead-letter queue. The services see only these traits, so the
-//! `db` broker (the store's own queue) and a network broker are interchangeable.
+//! With the `db` broker the queue is the database's `messages` table: a
+//! consumer takes a batch, applies it and settles it in one transaction of the
+//! store (see `QueueStore::consume`), so nothing needs relaying and a worker
+//! killed mid-batch leaves every message where it was. The trait holds what an
+//! operator and the readiness check need from any broker.
 
 mod db;
 
@@ -13,14 +15,12 @@ use crate::store::{DeadLetter, StoreError};
 use async_trait::async_trait;
 use std::time::Duration;
 
-/// One message handed to a consumer.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    /// Identifies the delivery for `ack` and `reject`.
-    pub tag: i64,
-    pub body: Vec<u8>,
-    /// How many times it has been delivered, this time included.
-    pub attempts: u32,
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    /// Sends dead letters back to their queues; `None` replays them all.
+    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// What to do with a message that was not handled.
@@ -32,20 +32,46 @@ pub enum Reject {
     DeadLetter,
 }
 
-#[async_trait]
-pub trait Consumer: Send {
-    /// Waits up to `wait` for messages and takes at most `max` of them; an
-    /// empty batch means none arrived in time.
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError>;
-    async fn ack(&mut self, tags: Vec<i64>) -> Result<(), StoreError>;
-    async fn reject(&mut self, delivery: &Delivery, error: &str, action: Reject) -> Result<(), StoreError>;
+/// Retries with exponential backoff, then the dead-letter queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Failed deliveries after which a message is dead-lettered.
+    pub max_attempts: u32,
+    /// Delay before the first retry; it doubles each time, up to a minute.
+    pub base: Duration,
 }
 
-#[async_trait]
-pub trait Broker: Send + Sync + 'static {
-    async fn consumer(&self, queue: &str) -> Result<Box<dyn Consumer>, StoreError>;
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
-    /// Sends dead letters back to their queues; `None` replays them all.
-    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { max_attempts: 5, base: Duration::from_millis(200) }
+    }
+}
+
+impl RetryPolicy {
+    /// What to do with a message that has now failed `attempts` times.
+    pub fn after_failure(&self, attempts: u32) -> Reject {
+        if attempts >= self.max_attempts {
+            Reject::DeadLetter
+        } else {
+            let factor = 1u32 << attempts.saturating_sub(1).min(10);
+            Reject::RetryAfter((self.base * factor).min(Duration::from_secs(60)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_then_dead_letters() {
+        let p = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100) };
+        assert_eq!(p.after_failure(1), Reject::RetryAfter(Duration::from_millis(100)));
+        assert_eq!(p.after_failure(2), Reject::RetryAfter(Duration::from_millis(200)));
+        assert_eq!(p.after_failure(4), Reject::RetryAfter(Duration::from_millis(800)));
+        assert_eq!(p.after_failure(5), Reject::DeadLetter);
+        assert_eq!(p.after_failure(9), Reject::DeadLetter);
+        let slow = RetryPolicy { max_attempts: 50, base: Duration::from_secs(1) };
+        assert_eq!(slow.after_failure(30), Reject::RetryAfter(Duration::from_secs(60)));
+    }
 }

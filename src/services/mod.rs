@@ -1,16 +1,14 @@
 //! The background services: inventory and notifier.
 //!
-//! Both are the same loop (`worker`) around a different "handle this batch"
-//! step: the inventory service reserves stock for `OrderPlaced` events, the
-//! notifier tells the customer the outcome and completes reserved orders.
+//! Both are the same loop (`worker`) around a different effect: the inventory
+//! service reserves stock for `OrderPlaced` events, the notifier tells the
+//! customer the outcome and completes reserved orders.
 
 mod worker;
 
 pub use worker::WorkerSettings;
 
-use crate::broker::Broker;
-use crate::domain::Event;
-use crate::store::{Handled, Store, StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::store::{Database, Effect, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -37,21 +35,20 @@ impl Service {
         }
     }
 
-    async fn apply(self, store: &dyn Store, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    pub fn effect(self) -> Effect {
         match self {
-            Service::Inventory => store.reserve(self.name(), events).await,
-            Service::Notifier => store.notify(self.name(), events).await,
+            Service::Inventory => Effect::Reserve,
+            Service::Notifier => Effect::Notify,
         }
     }
 
     /// Consumes until `shutdown` fires, then returns once its batch is settled.
     pub async fn run(
         self,
-        store: Arc<dyn Store>,
-        broker: Arc<dyn Broker>,
+        store: Arc<dyn Database>,
         settings: WorkerSettings,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        worker::run(self, store, broker, settings, shutdown).await
+        worker::run(self, store, settings, shutdown).await
     }
 }

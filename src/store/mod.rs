@@ -11,6 +11,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
+use crate::broker::RetryPolicy;
 use crate::domain::{Event, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -107,13 +108,24 @@ pub enum Handled {
     Retry(String),
 }
 
-/// A message taken from a `db` queue.
-#[derive(Debug, Clone)]
-pub struct QueuedMessage {
-    pub id: i64,
-    pub body: Vec<u8>,
-    /// Deliveries so far, this one included.
-    pub attempts: u32,
+/// Which effect a consumer applies to the events it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// `Store::reserve`: the inventory service.
+    Reserve,
+    /// `Store::notify`: the notifier.
+    Notify,
+}
+
+/// What one `QueueStore::consume` call did.
+#[derive(Debug, Default)]
+pub struct Consumed {
+    /// Messages taken from the queue.
+    pub taken: usize,
+    /// Events whose effect was applied by this call (not duplicates).
+    pub applied: Vec<Event>,
+    pub retried: usize,
+    pub dead_lettered: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -155,11 +167,19 @@ pub trait Store: Send + Sync + 'static {
 /// The queue half of a database: what the `db` broker needs from the store.
 #[async_trait]
 pub trait QueueStore: Send + Sync + 'static {
-    /// Leases up to `max` ready messages of `queue` for `lease_ms`.
-    async fn claim(&self, queue: &str, max: usize, lease_ms: i64) -> Result<Vec<QueuedMessage>, StoreError>;
-    async fn ack(&self, ids: Vec<i64>) -> Result<(), StoreError>;
-    /// Makes a message visible again after `delay_ms`, or dead-letters it.
-    async fn fail(&self, id: i64, error: String, retry_after_ms: Option<i64>) -> Result<(), StoreError>;
+    /// Takes up to `max` ready messages from `queue`, applies `effect` to them
+    /// as `consumer`, and settles each (deleted when applied; retried later or
+    /// dead-lettered per `policy` when not; dead-lettered at once when it is
+    /// not a valid event), all in one transaction. A consumer that dies
+    /// mid-batch leaves the messages untouched.
+    async fn consume(
+        &self,
+        consumer: &str,
+        queue: &str,
+        effect: Effect,
+        max: usize,
+        policy: RetryPolicy,
+    ) -> Result<Consumed, StoreError>;
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Moves dead letters back to their queue; `None` replays them all.
     async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;

@@ -37,9 +37,8 @@ CREATE TABLE IF NOT EXISTS messages (
     queue        TEXT NOT NULL,
     routing_key  TEXT NOT NULL,
     body         TEXT NOT NULL,            -- the event, JSON
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    available_at INTEGER NOT NULL DEFAULT 0,
-    locked_until INTEGER NOT NULL DEFAULT 0,
+    attempts     INTEGER NOT NULL DEFAULT 0,   -- failed deliveries so far
+    available_at INTEGER NOT NULL DEFAULT 0,   -- not before this time (retry backoff)
     last_error   TEXT
 );
 CREATE INDEX IF NOT EXISTS messages_by_queue ON messages (queue, id);

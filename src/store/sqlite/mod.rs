@@ -13,9 +13,10 @@ mod pipeline;
 mod queue;
 
 use super::{
-    DeadLetter, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore, QueuedMessage,
+    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
     StockLevel, Store, StoreError,
 };
+use crate::broker::RetryPolicy;
 use crate::domain::{Event, OrderId};
 use async_trait::async_trait;
 use anyhow::Context;
@@ -205,17 +206,16 @@ impl Store for SqliteStore {
 
 #[async_trait]
 impl QueueStore for SqliteStore {
-    async fn claim(&self, queue: &str, max: usize, lease_ms: i64) -> Result<Vec<QueuedMessage>, StoreError> {
-        let queue = queue.to_owned();
-        self.write(move |c| queue::claim(c, &queue, max, lease_ms)).await
-    }
-
-    async fn ack(&self, ids: Vec<i64>) -> Result<(), StoreError> {
-        self.write(move |c| queue::ack(c, &ids)).await
-    }
-
-    async fn fail(&self, id: i64, error: String, retry_after_ms: Option<i64>) -> Result<(), StoreError> {
-        self.write(move |c| queue::fail(c, id, &error, retry_after_ms)).await
+    async fn consume(
+        &self,
+        consumer: &str,
+        queue: &str,
+        effect: Effect,
+        max: usize,
+        policy: RetryPolicy,
+    ) -> Result<Consumed, StoreError> {
+        let (consumer, queue) = (consumer.to_owned(), queue.to_owned());
+        self.write(move |c| queue::consume(c, &consumer, &queue, effect, max, policy)).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
@@ -255,6 +255,18 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs one job; a panic in it fails the whole transaction, not the writer.
+fn run_job(job: Job, conn: &Connection) -> Reply {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+        Ok(reply) => reply,
+        Err(_) => {
+            tracing::error!("a store job panicked; rolling its transaction back");
+            ABORT.set(true);
+            Box::new(|_| ())
+        }
+    }
+}
+
 fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
     let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map_err(db_err);
     run("SAVEPOINT job")?;
@@ -279,7 +291,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, messages: watch::Se
         }
         let outcome = match conn.execute_batch("BEGIN IMMEDIATE") {
             Ok(()) => {
-                replies.extend(batch.drain(..).map(|job| job(&conn)));
+                replies.extend(batch.drain(..).map(|job| run_job(job, &conn)));
                 if ABORT.replace(false) {
                     let _ = conn.execute_batch("ROLLBACK");
                     Err("a write failed; the transaction was rolled back".to_owned())

@@ -1,65 +1,111 @@
 //! The `messages` table as a durable queue (the `db` broker's storage).
 //!
-//! A claim leases messages by pushing `locked_until` forward and counting the
-//! delivery; an ack deletes them. A consumer that dies leaves its lease to
-//! expire, and the message is delivered again. A message that fails is made
-//! visible again after a backoff, or moved to `dead_letters` for good.
+//! A consumer takes a batch, applies it and settles every message in one
+//! transaction: applied messages are deleted, failed ones get a later
+//! `available_at` (exponential backoff) or move to `dead_letters`. Because it
+//! is one transaction, a consumer killed mid-batch changes nothing and the
+//! batch is taken again at once by the next consumer: no leases, no timeouts.
 
 use super::db_err;
 use super::orders::QUEUED;
-use crate::domain::{format_millis, now_millis};
-use crate::store::{DeadLetter, QueuedMessage, StoreError};
+use super::pipeline;
+use crate::broker::{Reject, RetryPolicy};
+use crate::domain::{format_millis, now_millis, Event};
+use crate::store::{Consumed, DeadLetter, Effect, Handled, StoreError};
 use rusqlite::{params, Connection};
 
-pub(super) fn claim(conn: &Connection, queue: &str, max: usize, lease_ms: i64) -> Result<Vec<QueuedMessage>, StoreError> {
+struct Message {
+    id: i64,
+    body: Vec<u8>,
+    /// Failed deliveries before this one.
+    attempts: u32,
+}
+
+pub(super) fn consume(
+    conn: &Connection,
+    consumer: &str,
+    queue: &str,
+    effect: Effect,
+    max: usize,
+    policy: RetryPolicy,
+) -> Result<Consumed, StoreError> {
     let now = now_millis();
-    let mut stmt = conn
+    let messages = conn
         .prepare_cached(
-            "UPDATE messages SET attempts = attempts + 1, locked_until = ?3
-             WHERE id IN (SELECT id FROM messages
-                          WHERE queue = ?1 AND available_at <= ?2 AND locked_until <= ?2
-                          ORDER BY id LIMIT ?4)
-             RETURNING id, CAST(body AS BLOB), attempts",
+            "SELECT id, CAST(body AS BLOB), attempts FROM messages
+             WHERE queue = ?1 AND available_at <= ?2 ORDER BY id LIMIT ?3",
         )
-        .map_err(db_err)?;
-    let mut claimed = stmt
-        .query_map(params![queue, now, now + lease_ms, max as i64], |r| {
-            Ok(QueuedMessage { id: r.get(0)?, body: r.get(1)?, attempts: r.get(2)? })
+        .and_then(|mut s| {
+            s.query_map(params![queue, now, max as i64], |r| {
+                Ok(Message { id: r.get(0)?, body: r.get(1)?, attempts: r.get(2)? })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
-    claimed.sort_by_key(|m| m.id);
-    Ok(claimed)
-}
-
-pub(super) fn ack(conn: &Connection, ids: &[i64]) -> Result<(), StoreError> {
-    let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
-    for id in ids {
-        stmt.execute([id]).map_err(db_err)?;
-    }
-    Ok(())
-}
-
-pub(super) fn fail(conn: &Connection, id: i64, error: &str, retry_after_ms: Option<i64>) -> Result<(), StoreError> {
-    let now = now_millis();
-    match retry_after_ms {
-        Some(delay) => {
-            conn.prepare_cached("UPDATE messages SET available_at = ?2, locked_until = 0, last_error = ?3 WHERE id = ?1")
-                .and_then(|mut s| s.execute(params![id, now + delay, error]))
-                .map_err(db_err)?;
-        }
-        None => {
-            conn.prepare_cached(
-                "INSERT INTO dead_letters (queue, routing_key, body, attempts, error, failed_at)
-                 SELECT queue, routing_key, body, attempts, ?2, ?3 FROM messages WHERE id = ?1",
-            )
-            .and_then(|mut s| s.execute(params![id, error, now]))
-            .map_err(db_err)?;
-            conn.prepare_cached("DELETE FROM messages WHERE id = ?1")
-                .and_then(|mut s| s.execute([id]))
-                .map_err(db_err)?;
+    let mut consumed = Consumed { taken: messages.len(), ..Consumed::default() };
+    let mut events = Vec::with_capacity(messages.len());
+    let mut ids = Vec::with_capacity(messages.len());
+    for m in messages {
+        match Event::from_json(&m.body) {
+            Ok(event) => {
+                events.push(event);
+                ids.push((m.id, m.attempts));
+            }
+            Err(e) => {
+                tracing::warn!(consumer, message_id = m.id, error = %e, "poison message dead-lettered");
+                dead_letter(conn, m.id, m.attempts + 1, &format!("invalid event: {e}"), now)?;
+                consumed.dead_lettered += 1;
+            }
         }
     }
+    if events.is_empty() {
+        return Ok(consumed);
+    }
+    let results = match effect {
+        Effect::Reserve => pipeline::reserve(conn, consumer, events.clone())?,
+        Effect::Notify => pipeline::notify(conn, consumer, events.clone())?,
+    };
+    let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
+    for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
+        match result {
+            Handled::Done => {
+                delete.execute([id]).map_err(db_err)?;
+                consumed.applied.push(event);
+            }
+            Handled::Duplicate => {
+                delete.execute([id]).map_err(db_err)?;
+            }
+            Handled::Retry(reason) => {
+                let attempts = attempts + 1;
+                tracing::warn!(consumer, message_id = id, attempts, %reason, "event not applied");
+                match policy.after_failure(attempts) {
+                    Reject::RetryAfter(delay) => {
+                        conn.prepare_cached(
+                            "UPDATE messages SET attempts = ?2, available_at = ?3, last_error = ?4 WHERE id = ?1",
+                        )
+                        .and_then(|mut s| s.execute(params![id, attempts, now + delay.as_millis() as i64, reason]))
+                        .map_err(db_err)?;
+                        consumed.retried += 1;
+                    }
+                    Reject::DeadLetter => {
+                        dead_letter(conn, id, attempts, &reason, now)?;
+                        consumed.dead_lettered += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(consumed)
+}
+
+fn dead_letter(conn: &Connection, id: i64, attempts: u32, error: &str, now: i64) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO dead_letters (queue, routing_key, body, attempts, error, failed_at)
+         SELECT queue, routing_key, body, ?2, ?3, ?4 FROM messages WHERE id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id, attempts, error, now]))
+    .map_err(db_err)?;
+    conn.prepare_cached("DELETE FROM messages WHERE id = ?1").and_then(|mut s| s.execute([id])).map_err(db_err)?;
     Ok(())
 }
 
