@@ -47,7 +47,8 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let state = AppState { store: store.clone(), broker: broker.clone(), metrics: crate::telemetry::metrics_handle() };
+        let state =
+            AppState { store: store.clone(), broker: broker.clone(), metrics: crate::telemetry::metrics_handle() };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.
         println!("listening on {addr}");

@@ -6,7 +6,6 @@ use crate::app::connect;
 use crate::config::{Common, DlqCommand, StockCommand};
 use crate::domain::Sku;
 
-
 pub async fn migrate(common: &Common) -> anyhow::Result<()> {
     connect(common).await?;
     println!("database is up to date");

@@ -84,9 +84,7 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
         Ok(())
     } else {
-        Err(ApiError::UnsupportedMediaType(format!(
-            "Content-Type must be application/json, got '{content_type}'"
-        )))
+        Err(ApiError::UnsupportedMediaType(format!("Content-Type must be application/json, got '{content_type}'")))
     }
 }
 
@@ -94,8 +92,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, ApiErr
     match headers.get("idempotency-key") {
         None => Ok(None),
         Some(v) => {
-            let key = IdempotencyKey::parse(v.to_str().unwrap_or(""))
-                .map_err(|e| ApiError::BadRequest(e.code, e.message))?;
+            let key =
+                IdempotencyKey::parse(v.to_str().unwrap_or("")).map_err(|e| ApiError::BadRequest(e.code, e.message))?;
             Ok(Some(key))
         }
     }

@@ -9,8 +9,7 @@ mod order;
 
 pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 pub use order::{
-    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status,
-    ValidationError, MAX_ITEMS,
+    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_ITEMS,
 };
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
@@ -20,7 +19,5 @@ pub fn now_millis() -> i64 {
 
 /// Formats stored milliseconds as RFC 3339 for clients.
 pub fn format_millis(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .unwrap_or_default()
-        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -114,7 +114,10 @@ impl Quantity {
         if (1..=MAX_QUANTITY as i64).contains(&n) {
             Ok(Self(n as u32))
         } else {
-            Err(ValidationError::new("invalid_quantity", format!("quantity must be between 1 and {MAX_QUANTITY}, got {n}")))
+            Err(ValidationError::new(
+                "invalid_quantity",
+                format!("quantity must be between 1 and {MAX_QUANTITY}, got {n}"),
+            ))
         }
     }
 
@@ -251,7 +254,9 @@ impl Status {
     pub fn can_become(self, next: Status) -> bool {
         matches!(
             (self, next),
-            (Status::Placed, Status::Reserved) | (Status::Placed, Status::Rejected) | (Status::Reserved, Status::Completed)
+            (Status::Placed, Status::Reserved)
+                | (Status::Placed, Status::Rejected)
+                | (Status::Reserved, Status::Completed)
         )
     }
 
@@ -264,10 +269,12 @@ impl Status {
 impl FromStr for Status {
     type Err = ValidationError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| ValidationError::new("invalid_status", format!("status must be one of placed, reserved, completed, rejected; got '{s}'")))
+        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
+            ValidationError::new(
+                "invalid_status",
+                format!("status must be one of placed, reserved, completed, rejected; got '{s}'"),
+            )
+        })
     }
 }
 

@@ -46,9 +46,8 @@ pub(super) async fn run(
         // Mark the signal seen before looking, so a commit that races with
         // this turn still wakes the next wait.
         signal.borrow_and_update();
-        let consumed = store
-            .consume(service.name(), service.queue(), service.effect(), settings.batch_size, settings.retry)
-            .await;
+        let consumed =
+            store.consume(service.name(), service.queue(), service.effect(), settings.batch_size, settings.retry).await;
         match consumed {
             Ok(batch) => {
                 backoff = FIRST_BACKOFF;
@@ -58,7 +57,13 @@ pub(super) async fn run(
                 if batch.taken > 0 {
                     metrics::counter!("orderflow_events_applied_total", "service" => service.name())
                         .increment(batch.applied.len() as u64);
-                    tracing::debug!(service = service.name(), taken = batch.taken, retried = batch.retried, dead_lettered = batch.dead_lettered, "batch settled");
+                    tracing::debug!(
+                        service = service.name(),
+                        taken = batch.taken,
+                        retried = batch.retried,
+                        dead_lettered = batch.dead_lettered,
+                        "batch settled"
+                    );
                     continue;
                 }
                 tokio::select! {

@@ -18,8 +18,8 @@ use super::{
 };
 use crate::broker::RetryPolicy;
 use crate::domain::{Event, OrderId};
-use async_trait::async_trait;
 use anyhow::Context;
+use async_trait::async_trait;
 use rusqlite::{Connection, OpenFlags};
 use std::sync::{Arc, Mutex};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -330,8 +330,9 @@ impl ReadPool {
         if let Some(conn) = self.idle.lock().expect("read pool lock").pop() {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
+        let conn =
+            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db_err)?;
         Ok(conn)
     }

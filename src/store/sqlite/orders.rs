@@ -35,11 +35,15 @@ pub(super) fn transition(
 ) -> Result<(), StoreError> {
     let sql = match status {
         Status::Placed => return Err(StoreError::Other(anyhow::anyhow!("an order is placed only once"))),
-        Status::Reserved => "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1",
+        Status::Reserved => {
+            "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1"
+        }
         Status::Completed => {
             "UPDATE orders SET status = 'completed', reason = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1"
         }
-        Status::Rejected => "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1",
+        Status::Rejected => {
+            "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1"
+        }
     };
     conn.prepare_cached(sql).and_then(|mut s| s.execute(params![id.to_string(), reason, now])).map_err(db_err)?;
     Ok(())
@@ -94,9 +98,11 @@ pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, Store
             let id = order_id.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
             return Ok(Placed { id, created_at, replayed: true });
         }
-        conn.prepare_cached("INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![key, hash, p.id_text, now]))
-            .map_err(db_err)?;
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .and_then(|mut s| s.execute(params![key, hash, p.id_text, now]))
+        .map_err(db_err)?;
     }
     conn.prepare_cached(
         "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, ?2, 'placed', ?3, ?4, ?4)",

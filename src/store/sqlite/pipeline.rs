@@ -145,7 +145,8 @@ pub(super) fn set_stock(conn: &Connection, sku: &str, available: i64) -> Result<
 }
 
 pub(super) fn list_stock(conn: &Connection) -> Result<Vec<StockLevel>, StoreError> {
-    let mut stmt = conn.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").map_err(db_err)?;
+    let mut stmt =
+        conn.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").map_err(db_err)?;
     let rows = stmt
         .query_map([], |r| Ok(StockLevel { sku: r.get(0)?, available: r.get(1)?, reserved: r.get(2)? }))
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
