@@ -7,9 +7,9 @@
 //! holds, and `serve` returns.
 
 use crate::api::{self, AppState};
-use crate::broker::{Broker, DbBroker, RetryPolicy};
+use crate::broker::{AmqpBroker, Broker, DbBroker, RetryPolicy};
 use crate::config::{Common, ServeArgs};
-use crate::services::{Service, WorkerSettings};
+use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database};
 use anyhow::Context;
 use std::sync::Arc;
@@ -24,10 +24,13 @@ pub struct Roles {
     pub api: bool,
     pub inventory: bool,
     pub notifier: bool,
+    /// The outbox relay; it only runs when a network broker carries events.
+    pub relay: bool,
 }
 
 impl Roles {
-    pub const ALL: Roles = Roles { api: true, inventory: true, notifier: true };
+    pub const ALL: Roles = Roles { api: true, inventory: true, notifier: true, relay: true };
+    pub const NONE: Roles = Roles { api: false, inventory: false, notifier: false, relay: false };
 }
 
 /// Opens the store and the broker the URLs name.
@@ -35,7 +38,10 @@ pub async fn connect(common: &Common) -> anyhow::Result<(Arc<dyn Database>, Arc<
     let store = store::open(&common.database_url).await?;
     let broker: Arc<dyn Broker> = match common.broker_url.as_str() {
         "db" => Arc::new(DbBroker::new(store.clone())),
-        other => anyhow::bail!("unsupported broker URL '{other}': expected db"),
+        url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
+            Arc::new(AmqpBroker::new(url, common.max_attempts, common.prefetch))
+        }
+        other => anyhow::bail!("unsupported broker URL '{other}': expected db or amqp://…"),
     };
     Ok((store, broker))
 }
@@ -56,11 +62,14 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     }
     let settings = WorkerSettings {
         batch_size: args.batch_size as usize,
-        retry: RetryPolicy { max_attempts: args.max_attempts, base: args.retry_base() },
+        retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
     };
+    if roles.relay {
+        tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, shutdown.clone()));
+    }
     for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {
         if wanted {
-            tasks.spawn(service.run(store.clone(), settings.clone(), shutdown.clone()));
+            tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
         }
     }
     shutdown.cancelled().await;

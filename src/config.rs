@@ -22,9 +22,16 @@ pub struct Common {
     /// Where orders live: `sqlite://PATH`.
     #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db", global = true)]
     pub database_url: String,
-    /// How events travel: `db` (the database's own queue).
+    /// How events travel: `db` (the database's own queue) or `amqp://…` (RabbitMQ).
     #[arg(long, env = "ORDERFLOW_BROKER_URL", default_value = "db", global = true)]
     pub broker_url: String,
+    /// Deliveries of a failing message before it is dead-lettered (with
+    /// RabbitMQ, the queues' `x-delivery-limit`).
+    #[arg(long, env = "ORDERFLOW_MAX_ATTEMPTS", default_value_t = 5, global = true, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub max_attempts: u32,
+    /// Unacknowledged deliveries a consumer may hold (RabbitMQ prefetch).
+    #[arg(long, env = "ORDERFLOW_PREFETCH", default_value_t = 256, global = true)]
+    pub prefetch: u16,
     /// Log format.
     #[arg(long, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -46,6 +53,8 @@ pub enum Command {
     Inventory(ServeArgs),
     /// Run the notifier only.
     Notifier(ServeArgs),
+    /// Run the outbox relay only (with a network broker).
+    Relay(ServeArgs),
     /// Create or update the database schema, then exit.
     Migrate,
     /// Inspect or set stock levels.
@@ -64,9 +73,6 @@ pub struct ServeArgs {
     /// Most events a worker takes and applies in one transaction.
     #[arg(long, env = "ORDERFLOW_BATCH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
-    /// Deliveries of a failing message before it is dead-lettered.
-    #[arg(long, env = "ORDERFLOW_MAX_ATTEMPTS", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
-    pub max_attempts: u32,
     /// First retry delay of a failing message, in milliseconds; it doubles each time.
     #[arg(long, env = "ORDERFLOW_RETRY_BASE_MS", default_value_t = 200)]
     pub retry_base_ms: u64,
@@ -104,7 +110,7 @@ pub enum DlqCommand {
     Replay {
         /// The dead letter's id, as `dlq list` shows it.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
-        id: Option<i64>,
+        id: Option<String>,
         /// Replay every dead letter.
         #[arg(long)]
         all: bool,

@@ -18,12 +18,14 @@ async fn main() -> anyhow::Result<()> {
         app::cancel_on_signal(shutdown.clone());
         app::serve(&cli.common, args, roles, shutdown.clone())
     };
-    let none = Roles { api: false, inventory: false, notifier: false };
+    let none = Roles::NONE;
     match &cli.command {
         Command::Run(args) => serve(args, Roles::ALL).await,
-        Command::Api(args) => serve(args, Roles { api: true, ..none }).await,
+        // Each API replica relays its own outbox rows (and any others').
+        Command::Api(args) => serve(args, Roles { api: true, relay: true, ..none }).await,
         Command::Inventory(args) => serve(args, Roles { inventory: true, ..none }).await,
         Command::Notifier(args) => serve(args, Roles { notifier: true, ..none }).await,
+        Command::Relay(args) => serve(args, Roles { relay: true, ..none }).await,
         Command::Migrate => ops::migrate(&cli.common).await,
         Command::Stock(c) => ops::stock(&cli.common, c.clone()).await,
         Command::Dlq(c) => ops::dlq(&cli.common, c.clone()).await,

@@ -4,7 +4,7 @@
 //! so there is nothing to relay, and consumers take them with
 //! `QueueStore::consume`. This type gives the operator's view of that queue.
 
-use super::Broker;
+use super::{Broker, Publisher, Subscription};
 use crate::store::{Database, DeadLetter, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -25,11 +25,23 @@ impl Broker for DbBroker {
         self.store.dead_letters(limit).await
     }
 
-    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError> {
+    async fn replay(&self, id: Option<String>) -> Result<u64, StoreError> {
+        let id = id
+            .map(|s| s.parse::<i64>())
+            .transpose()
+            .map_err(|_| StoreError::Other(anyhow::anyhow!("a dead letter id here is a number, as `dlq list` shows")))?;
         self.store.replay(id).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
         self.store.ping().await
+    }
+
+    async fn subscribe(&self, _queue: &str) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+        Ok(None)
+    }
+
+    fn publisher(&self) -> Option<Arc<dyn Publisher>> {
+        None
     }
 }

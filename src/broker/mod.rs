@@ -1,26 +1,71 @@
 //! The Broker trait: where events wait between the services, and what
 //! becomes of the ones that cannot be handled.
 //!
-//! With the `db` broker the queue is the database's `messages` table: a
-//! consumer takes a batch, applies it and settles it in one transaction of the
-//! store (see `QueueStore::consume`), so nothing needs relaying and a worker
-//! killed mid-batch leaves every message where it was. The trait holds what an
-//! operator and the readiness check need from any broker.
+//! Two shapes hide behind it. With the `db` broker the queue is the
+//! database's `messages` table: a consumer takes a batch, applies it and
+//! settles it in one transaction of the store (`QueueStore::consume`), so
+//! nothing needs relaying and a worker killed mid-batch leaves every message
+//! where it was. With a network broker (`amqp://`) the `messages` table is the
+//! outbox: a relay publishes it with confirms (`Publisher`), and consumers
+//! take deliveries from a `Subscription`, apply them in a store transaction
+//! and only then acknowledge them.
 
+pub mod amqp;
 mod db;
 
+pub use amqp::AmqpBroker;
 pub use db::DbBroker;
 
-use crate::store::{DeadLetter, StoreError};
+use crate::store::{DeadLetter, OutboxMessage, StoreError};
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Sends dead letters back to their queues; `None` replays them all.
-    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
+    async fn replay(&self, id: Option<String>) -> Result<u64, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Deliveries from `queue`, or `None` when consumers take the store's own
+    /// queue in place (the `db` broker).
+    async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, StoreError>;
+    /// Where the relay publishes the outbox, or `None` when there is no
+    /// outbox to relay (the `db` broker).
+    fn publisher(&self) -> Option<Arc<dyn Publisher>>;
+}
+
+/// One message handed to a consumer.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub tag: u64,
+    pub body: Vec<u8>,
+}
+
+/// How a consumer settles a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// The effect is committed: remove the message.
+    Ack,
+    /// Not applied: deliver it again (the broker dead-letters it once its
+    /// delivery limit is reached).
+    Retry,
+    /// Retrying cannot help: dead-letter it now.
+    DeadLetter,
+}
+
+#[async_trait]
+pub trait Subscription: Send {
+    /// Waits up to `wait` for a delivery, then takes up to `max` of those
+    /// already at hand; an empty batch means none arrived in time.
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError>;
+    async fn settle(&mut self, settled: Vec<(u64, Settle)>) -> Result<(), StoreError>;
+}
+
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publishes every message and returns once the broker confirmed them all.
+    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), StoreError>;
 }
 
 /// What to do with a message that was not handled.

@@ -1,13 +1,18 @@
-//! The background services: inventory and notifier.
+//! The background services: inventory, notifier and relay.
 //!
-//! Both are the same loop (`worker`) around a different effect: the inventory
-//! service reserves stock for `OrderPlaced` events, the notifier tells the
-//! customer the outcome and completes reserved orders.
+//! The inventory service and the notifier are the same loop (`worker`) around
+//! a different effect: the inventory service reserves stock for `OrderPlaced`
+//! events, the notifier tells the customer the outcome and completes reserved
+//! orders. The relay publishes the outbox when a network broker carries the
+//! events.
 
+mod relay;
 mod worker;
 
+pub use relay::run as run_relay;
 pub use worker::WorkerSettings;
 
+use crate::broker::Broker;
 use crate::store::{Database, Effect, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -46,9 +51,10 @@ impl Service {
     pub async fn run(
         self,
         store: Arc<dyn Database>,
+        broker: Arc<dyn Broker>,
         settings: WorkerSettings,
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
-        worker::run(self, store, settings, shutdown).await
+        worker::run(self, store, broker, settings, shutdown).await
     }
 }

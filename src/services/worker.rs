@@ -1,16 +1,22 @@
-//! The consumer loop shared by every service.
+//! The consumer loop shared by every service, in two shapes.
 //!
-//! Each turn hands one batch to the store, which takes, applies and settles
-//! it in a single transaction (`QueueStore::consume`). When the queue is empty
-//! the loop sleeps until a commit signals new messages, or a short poll finds
-//! messages written by another process or retries whose delay has passed.
-//! When the store fails as a whole the loop backs off, doubling the pause up
-//! to a few seconds, so an outage neither spins nor burns retry attempts.
+//! With the `db` broker each turn hands one batch to the store, which takes,
+//! applies and settles it in a single transaction (`QueueStore::consume`).
+//! When the queue is empty the loop sleeps until a commit signals new
+//! messages, or a short poll finds messages written by another process or
+//! retries whose delay has passed.
+//!
+//! With a network broker each turn takes a batch of deliveries, dead-letters
+//! the ones that are not valid events, applies the rest in one store
+//! transaction and only then settles them with the broker. The batch is held
+//! while the store is down, so an outage does not burn delivery attempts.
+//!
+//! Either way a failure backs off, doubling the pause up to a few seconds.
 
 use super::Service;
-use crate::broker::RetryPolicy;
+use crate::broker::{Broker, Delivery, RetryPolicy, Settle, Subscription};
 use crate::domain::Event;
-use crate::store::Database;
+use crate::store::{Database, Effect, Handled, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +39,42 @@ const POLL: Duration = Duration::from_millis(100);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How long a subscription waits for a delivery before looking at shutdown.
+const RECEIVE_WAIT: Duration = Duration::from_millis(250);
+
 pub(super) async fn run(
+    service: Service,
+    store: Arc<dyn Database>,
+    broker: Arc<dyn Broker>,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        match broker.subscribe(service.queue()).await {
+            Ok(None) => return run_in_store(service, store, settings, shutdown).await,
+            Ok(Some(subscription)) => return run_subscribed(service, store, subscription, settings, shutdown).await,
+            Err(e) => {
+                tracing::warn!(service = service.name(), error = %e, "cannot subscribe; backing off");
+                if pause(&mut backoff, &shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps for `backoff`, doubling it for next time; true if shutdown came first.
+async fn pause(backoff: &mut Duration, shutdown: &CancellationToken) -> bool {
+    let nap = *backoff;
+    *backoff = (*backoff * 2).min(MAX_BACKOFF);
+    tokio::select! {
+        _ = tokio::time::sleep(nap) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}
+
+async fn run_in_store(
     service: Service,
     store: Arc<dyn Database>,
     settings: WorkerSettings,
@@ -74,16 +115,99 @@ pub(super) async fn run(
             }
             Err(e) => {
                 tracing::warn!(service = service.name(), error = %e, pause = ?backoff, "batch failed; backing off");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = shutdown.cancelled() => {}
-                }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause(&mut backoff, &shutdown).await;
             }
         }
     }
     tracing::info!(service = service.name(), "stopped");
     Ok(())
+}
+
+async fn run_subscribed(
+    service: Service,
+    store: Arc<dyn Database>,
+    mut subscription: Box<dyn Subscription>,
+    settings: WorkerSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut backoff = FIRST_BACKOFF;
+    tracing::info!(service = service.name(), queue = service.queue(), "consuming from the broker");
+    while !shutdown.is_cancelled() {
+        let batch = match subscription.next_batch(settings.batch_size, RECEIVE_WAIT).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::warn!(service = service.name(), error = %e, "receiving failed; backing off");
+                pause(&mut backoff, &shutdown).await;
+                continue;
+            }
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        let mut settled = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len());
+        let mut tags = Vec::with_capacity(batch.len());
+        for Delivery { tag, body } in batch {
+            match Event::from_json(&body) {
+                Ok(event) => {
+                    events.push(event);
+                    tags.push(tag);
+                }
+                Err(e) => {
+                    tracing::warn!(service = service.name(), tag, error = %e, "poison message dead-lettered");
+                    settled.push((tag, Settle::DeadLetter));
+                }
+            }
+        }
+        // Hold the batch until the store takes it. Leaving on shutdown without
+        // settling is safe: the broker delivers the messages again.
+        let results = loop {
+            if events.is_empty() {
+                break Some(Vec::new());
+            }
+            match apply(store.as_ref(), service, events.clone()).await {
+                Ok(results) => break Some(results),
+                Err(e) => {
+                    tracing::warn!(service = service.name(), error = %e, "store failed; holding the batch");
+                    if pause(&mut backoff, &shutdown).await {
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(results) = results else { break };
+        let mut applied = Vec::new();
+        for ((tag, event), result) in tags.into_iter().zip(events).zip(results) {
+            settled.push(match result {
+                Handled::Done => {
+                    applied.push(event);
+                    (tag, Settle::Ack)
+                }
+                Handled::Duplicate => (tag, Settle::Ack),
+                Handled::Retry(reason) => {
+                    tracing::warn!(service = service.name(), tag, %reason, "event not applied; redelivering");
+                    (tag, Settle::Retry)
+                }
+            });
+        }
+        match subscription.settle(settled).await {
+            Ok(()) => backoff = FIRST_BACKOFF,
+            Err(e) => tracing::warn!(service = service.name(), error = %e, "settling failed; the broker redelivers"),
+        }
+        if service == Service::Notifier {
+            applied.iter().for_each(log_notification);
+        }
+        metrics::counter!("orderflow_events_applied_total", "service" => service.name()).increment(applied.len() as u64);
+    }
+    tracing::info!(service = service.name(), "stopped");
+    Ok(())
+}
+
+async fn apply(store: &dyn Store, service: Service, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    match service.effect() {
+        Effect::Reserve => store.reserve(service.name(), events).await,
+        Effect::Notify => store.notify(service.name(), events).await,
+    }
 }
 
 /// The notification itself: one log line per outcome, written after the

@@ -11,7 +11,7 @@ mod sqlite;
 
 pub use sqlite::SqliteStore;
 
-use crate::broker::RetryPolicy;
+use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -128,9 +128,19 @@ pub struct Consumed {
     pub dead_lettered: usize,
 }
 
+/// A row of the outbox, to be published by the relay.
+#[derive(Debug, Clone)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub routing_key: String,
+    pub body: String,
+    /// Carried as the AMQP `message_id`, so a dead letter can be named.
+    pub message_id: String,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetter {
-    pub id: i64,
+    pub id: String,
     pub queue: String,
     pub routing_key: String,
     pub attempts: u32,
@@ -185,6 +195,13 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
     /// Changes after every commit that queued messages in this process.
     fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// Publishes up to `max` outbox rows through `publisher` and deletes them
+    /// once confirmed; returns how many went out. Rows are never published
+    /// by two relays at the same time.
+    async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
+        let _ = (max, publisher);
+        Err(StoreError::Other(anyhow::anyhow!("this store cannot relay its outbox")))
+    }
 }
 
 /// A store that is also a queue: what the embedded mode runs on.

@@ -16,7 +16,7 @@ use super::{
     Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
     StockLevel, Store, StoreError,
 };
-use crate::broker::RetryPolicy;
+use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, OrderId};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -228,6 +228,20 @@ impl QueueStore for SqliteStore {
 
     fn message_signal(&self) -> watch::Receiver<u64> {
         self.messages.clone()
+    }
+
+    /// SQLite has one writer but no row locks to share the outbox between
+    /// relays: run one relay per database (the consumers' inboxes absorb the
+    /// duplicates two would publish).
+    async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
+        let batch = self.read(move |c| queue::outbox(c, max)).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        publisher.publish(&batch).await?;
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        self.write(move |c| queue::forget(c, &ids)).await?;
+        Ok(batch.len())
     }
 }
 

@@ -11,7 +11,7 @@ use super::orders::QUEUED;
 use super::pipeline;
 use crate::broker::{Reject, RetryPolicy};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::store::{Consumed, DeadLetter, Effect, Handled, StoreError};
+use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
 use rusqlite::{params, Connection};
 
 struct Message {
@@ -109,6 +109,29 @@ fn dead_letter(conn: &Connection, id: i64, attempts: u32, error: &str, now: i64)
     Ok(())
 }
 
+/// The oldest outbox rows, for the relay.
+pub(super) fn outbox(conn: &Connection, max: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, routing_key, body FROM messages ORDER BY id LIMIT ?1").map_err(db_err)?;
+    let rows = stmt
+        .query_map([max as i64], |r| {
+            let id: i64 = r.get(0)?;
+            Ok(OutboxMessage { id, routing_key: r.get(1)?, body: r.get(2)?, message_id: id.to_string() })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    Ok(rows)
+}
+
+/// Deletes outbox rows the broker has confirmed.
+pub(super) fn forget(conn: &Connection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
+    for id in ids {
+        stmt.execute([id]).map_err(db_err)?;
+    }
+    Ok(())
+}
+
 pub(super) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
     let mut stmt = conn
         .prepare_cached(
@@ -119,7 +142,7 @@ pub(super) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLe
         .query_map([limit as i64], |r| {
             let body: Vec<u8> = r.get(6)?;
             Ok(DeadLetter {
-                id: r.get(0)?,
+                id: r.get::<_, i64>(0)?.to_string(),
                 queue: r.get(1)?,
                 routing_key: r.get(2)?,
                 attempts: r.get(3)?,

@@ -1,0 +1,78 @@
+//! Exchanges, queues and bindings, declared idempotently on every connect.
+//!
+//! Topic exchanges `orders`, `inventory` and `dlx`. Durable quorum queues
+//! `order-events` (`order.placed`) and `inventory-events`
+//! (`inventory.reserved`, `inventory.failed`), each with a delivery limit and
+//! dead-lettering through `dlx` to `<queue>-dlq`. Quorum queues dead-letter
+//! safely only with `dead-letter-strategy=at-least-once`, which requires
+//! `overflow=reject-publish` (RabbitMQ 3.10 and later).
+
+use super::amqp_err;
+use crate::domain::{ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
+use crate::store::{StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, ExchangeKind};
+
+const EXCHANGE_ORDERS: &str = "orders";
+const EXCHANGE_INVENTORY: &str = "inventory";
+const EXCHANGE_DLX: &str = "dlx";
+
+/// The exchange an event with this routing key is published to.
+pub fn exchange_for(routing_key: &str) -> &'static str {
+    if routing_key.starts_with("order.") {
+        EXCHANGE_ORDERS
+    } else {
+        EXCHANGE_INVENTORY
+    }
+}
+
+/// Where messages of `queue` go when they are dead-lettered.
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}-dlq")
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<(), StoreError> {
+    let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
+    for exchange in [EXCHANGE_ORDERS, EXCHANGE_INVENTORY, EXCHANGE_DLX] {
+        channel
+            .exchange_declare(exchange.into(), ExchangeKind::Topic, durable, FieldTable::default())
+            .await
+            .map_err(amqp_err)?;
+    }
+    let bindings: [(&str, &str, &[&str]); 2] = [
+        (QUEUE_ORDER_EVENTS, EXCHANGE_ORDERS, &[ROUTE_ORDER_PLACED]),
+        (QUEUE_INVENTORY_EVENTS, EXCHANGE_INVENTORY, &[ROUTE_INVENTORY_RESERVED, ROUTE_INVENTORY_FAILED]),
+    ];
+    let queue_opts = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+    for (queue, exchange, keys) in bindings {
+        let dlq = dead_letter_queue(queue);
+        let mut dlq_args = FieldTable::default();
+        dlq_args.insert("x-queue-type".into(), text("quorum"));
+        channel.queue_declare(dlq.as_str().into(), queue_opts, dlq_args).await.map_err(amqp_err)?;
+        channel
+            .queue_bind(dlq.as_str().into(), EXCHANGE_DLX.into(), queue.into(), QueueBindOptions::default(), FieldTable::default())
+            .await
+            .map_err(amqp_err)?;
+
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), text("quorum"));
+        args.insert("x-delivery-limit".into(), AMQPValue::LongInt(delivery_limit as i32));
+        args.insert("x-dead-letter-exchange".into(), text(EXCHANGE_DLX));
+        args.insert("x-dead-letter-routing-key".into(), text(queue));
+        args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
+        args.insert("x-overflow".into(), text("reject-publish"));
+        channel.queue_declare(queue.into(), queue_opts, args).await.map_err(amqp_err)?;
+        for key in keys {
+            channel
+                .queue_bind(queue.into(), exchange.into(), (*key).into(), QueueBindOptions::default(), FieldTable::default())
+                .await
+                .map_err(amqp_err)?;
+        }
+    }
+    Ok(())
+}
