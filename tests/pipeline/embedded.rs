@@ -1,0 +1,177 @@
+//! The embedded mode: SQLite and its own queue, every role in one process.
+
+use crate::helpers::{order, Env, Server};
+use crate::scenarios::{self, SETTLE};
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn start() -> (Env, Server) {
+    let env = Env::embedded();
+    let server = Server::start(&env, "run", &["--max-attempts", "3"]).await;
+    (env, server)
+}
+
+#[tokio::test]
+async fn lifecycle() {
+    let (env, server) = start().await;
+    scenarios::lifecycle(&env, &server.client).await;
+}
+
+#[tokio::test]
+async fn no_oversell() {
+    let (env, server) = start().await;
+    scenarios::no_oversell(&env, &server.client).await;
+}
+
+#[tokio::test]
+async fn idempotency() {
+    let (env, server) = start().await;
+    scenarios::idempotency(&env, &server.client).await;
+}
+
+#[tokio::test]
+async fn paging() {
+    let (env, server) = start().await;
+    scenarios::paging(&env, &server.client).await;
+}
+
+#[tokio::test]
+async fn health_and_ready() {
+    let (_env, server) = start().await;
+    let (status, body) = server.client.get("/health").await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, body) = server.client.get("/ready").await;
+    assert_eq!(status, 200);
+    assert_eq!(body["checks"]["store"]["status"], "ok");
+    assert_eq!(body["checks"]["broker"]["status"], "ok");
+    let metrics = server.client.http.get(server.client.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("orderflow_queued_messages"), "{metrics}");
+}
+
+/// Places orders from many tasks until `stop`, returning the ids that got a 202.
+async fn load(server: &Server, n: usize) -> tokio::task::JoinHandle<Vec<String>> {
+    let client = server.client.clone();
+    tokio::spawn(async move {
+        let mut ok = Vec::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let c = client.clone();
+            tasks.spawn(async move {
+                let resp = c.post("/orders", &order("load", &[("gadget", 1 + (i % 3) as i64)]), None).await;
+                match resp.status().as_u16() {
+                    202 => Some(resp.json::<Value>().await.ok()?["order_id"].as_str()?.to_owned()),
+                    _ => None,
+                }
+            });
+            if tasks.len() >= 32 {
+                if let Some(Ok(Some(id))) = tasks.join_next().await {
+                    ok.push(id);
+                }
+            }
+        }
+        while let Some(r) = tasks.join_next().await {
+            if let Ok(Some(id)) = r {
+                ok.push(id);
+            }
+        }
+        ok
+    })
+}
+
+/// Checks that every accepted order finished exactly once and stock is conserved.
+async fn audit(env: &Env, server: &Server, accepted: &[String], initial: i64) {
+    let done = server.client.wait_terminal(accepted, SETTLE).await;
+    let reserved_qty: i64 =
+        done.iter().filter(|o| o["status"] == "completed").map(|o| o["items"][0]["quantity"].as_i64().unwrap()).sum();
+    let (available, reserved) = env.stock("gadget");
+    assert_eq!(reserved, reserved_qty, "stock reserved equals what completed orders hold: none reserved twice");
+    assert_eq!(available + reserved, initial, "stock is conserved");
+    let all = server.client.orders_of("load").await;
+    assert!(all.iter().all(|o| matches!(o["status"].as_str(), Some("completed" | "rejected"))), "nothing stuck");
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_nothing() {
+    let env = Env::embedded();
+    env.set_stock("gadget", 1500);
+    let mut server = Server::start(&env, "run", &[]).await;
+    let load = load(&server, 3000).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill9();
+    let accepted = load.await.unwrap();
+    assert!(!accepted.is_empty(), "some orders were accepted before the kill");
+    let server = Server::start(&env, "run", &[]).await;
+    audit(&env, &server, &accepted, 1500).await;
+}
+
+#[tokio::test]
+async fn sigterm_finishes_in_flight_work_and_exits_0() {
+    let env = Env::embedded();
+    env.set_stock("gadget", 800);
+    let mut server = Server::start(&env, "run", &[]).await;
+    let load = load(&server, 1500).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = server.terminate();
+    assert!(status.success(), "exit status {status:?}");
+    let accepted = load.await.unwrap();
+    let server = Server::start(&env, "run", &[]).await;
+    audit(&env, &server, &accepted, 800).await;
+}
+
+fn sqlite(env: &Env) -> Connection {
+    let conn = Connection::open(env.dir.path().join("orderflow.db")).unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn
+}
+
+#[tokio::test]
+async fn failing_messages_are_dead_lettered_and_replayed() {
+    let (env, server) = start().await;
+    env.set_stock("burger", 100);
+    let before = server.client.place(&order("dlq", &[("burger", 1)])).await;
+    // A body that is no event at all, and a valid event for an order that does not exist (yet).
+    let missing = uuid::Uuid::now_v7().to_string();
+    let event = json!({
+        "event_id": uuid::Uuid::now_v7(), "event_type": "OrderPlaced", "order_id": missing,
+        "timestamp": "2026-01-01T00:00:00Z", "customer_id": "dlq", "items": [{"sku": "burger", "quantity": 1}]
+    });
+    let db = sqlite(&env);
+    for body in ["not json".to_owned(), event.to_string()] {
+        db.execute(
+            "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', ?1)",
+            [&body],
+        )
+        .unwrap();
+    }
+    let after = server.client.place(&order("dlq", &[("burger", 1)])).await;
+    let done = server.client.wait_terminal(&[before, after], SETTLE).await;
+    assert!(done.iter().all(|o| o["status"] == "completed"), "the orders around the poison finish");
+
+    crate::helpers::eventually(SETTLE, "two dead letters", || async { env.dead_letters().len() == 2 }).await;
+    let letters = env.dead_letters();
+    let poison = letters.iter().find(|l| l["body"] == "not json").expect("poison listed");
+    assert_eq!(poison["attempts"], 1, "poison is dead-lettered at once");
+    assert!(poison["error"].as_str().unwrap().contains("invalid event"));
+    let orphan = letters.iter().find(|l| l["body"] != "not json").expect("orphan listed");
+    assert_eq!(orphan["attempts"], 3, "retried up to --max-attempts");
+    assert!(orphan["error"].as_str().unwrap().contains("not found"), "{orphan}");
+
+    // The order arrives after all (say, restored from a backup); replay.
+    db.execute(
+        "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
+         VALUES (?1, 'dlq', 'placed', '[{\"sku\":\"burger\",\"quantity\":1}]', 0, 0)",
+        [&missing],
+    )
+    .unwrap();
+    let replayed = env.cli(&["dlq", "replay", "--all"]);
+    assert!(replayed.contains("replayed 2"), "{replayed}");
+    let done = server.client.wait_terminal(&[missing], SETTLE).await;
+    assert_eq!(done[0]["status"], "completed");
+    crate::helpers::eventually(SETTLE, "the poison back in the DLQ", || async {
+        let letters = env.dead_letters();
+        letters.len() == 1 && letters[0]["body"] == "not json"
+    })
+    .await;
+    assert_eq!(env.stock("burger"), (97, 3));
+}

@@ -1,0 +1,306 @@
+//! The test harness: real `orderflow` processes against real databases.
+//!
+//! `Env` names a database (a temporary SQLite file, or a fresh PostgreSQL
+//! database) and a broker (`db`, or a fresh RabbitMQ vhost). `Server` starts
+//! the binary on port 0 in that environment and kills it when dropped.
+//! `Client` has one typed method per endpoint. Suites that need PostgreSQL or
+//! RabbitMQ are skipped with a message when the server is not reachable,
+//! unless `ORDERFLOW_REQUIRE_SERVICES=1`, which turns a skip into a failure.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub const AMQP_BASE: &str = "amqp://guest:guest@127.0.0.1:5672";
+
+/// Where one test keeps its data.
+pub struct Env {
+    pub database_url: String,
+    pub broker_url: String,
+    pub dir: TempDir,
+    pg_database: Option<String>,
+    vhost: Option<String>,
+}
+
+fn required() -> bool {
+    std::env::var("ORDERFLOW_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Reports a missing server: a failure under `ORDERFLOW_REQUIRE_SERVICES=1`,
+/// a loud skip otherwise.
+fn unavailable(what: &str, why: &str) -> Option<Env> {
+    assert!(!required(), "{what} is required (ORDERFLOW_REQUIRE_SERVICES=1) but unreachable: {why}");
+    eprintln!("SKIPPED: {what} is not reachable ({why}); set ORDERFLOW_REQUIRE_SERVICES=1 to make this a failure");
+    None
+}
+
+fn unique(prefix: &str) -> String {
+    format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
+}
+
+fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let out = Command::new("psql").args(["-qtA", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output();
+    match out {
+        Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) -> Result<(), String> {
+    match Command::new("rabbitmqctl").args(args).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Env {
+    pub fn embedded() -> Env {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let database_url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
+        Env { database_url, broker_url: "db".into(), dir, pg_database: None, vhost: None }
+    }
+
+    /// A fresh PostgreSQL database, with the `db` broker or a fresh RabbitMQ vhost.
+    pub fn postgres(rabbitmq: bool) -> Option<Env> {
+        if let Err(e) = psql(PG_ADMIN, "SELECT 1") {
+            return unavailable("PostgreSQL", &e);
+        }
+        let name = unique("orderflow_test");
+        psql(PG_ADMIN, &format!("CREATE DATABASE {name}")).expect("creating a test database");
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let mut env = Env {
+            database_url,
+            broker_url: "db".into(),
+            dir: tempfile::tempdir().expect("temp dir"),
+            pg_database: Some(name),
+            vhost: None,
+        };
+        if rabbitmq {
+            let vhost = unique("orderflow");
+            if let Err(e) = rabbitmqctl(&["add_vhost", &vhost]) {
+                return unavailable("RabbitMQ", &e);
+            }
+            rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).expect("vhost permissions");
+            env.broker_url = format!("{AMQP_BASE}/{vhost}");
+            env.vhost = Some(vhost);
+        }
+        Some(env)
+    }
+
+    /// Runs an operator command (`stock …`, `dlq …`) and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(["--database-url", &self.database_url, "--broker-url", &self.broker_url])
+            .args(args)
+            .output()
+            .expect("running orderflow");
+        assert!(out.status.success(), "orderflow {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("utf-8 output")
+    }
+
+    pub fn set_stock(&self, sku: &str, n: i64) {
+        self.cli(&["stock", "set", sku, &n.to_string()]);
+    }
+
+    /// (available, reserved) of a SKU, from `orderflow stock list`.
+    pub fn stock(&self, sku: &str) -> (i64, i64) {
+        let listing = self.cli(&["stock", "list"]);
+        let line = listing.lines().find(|l| l.split('\t').next() == Some(sku)).expect("sku listed");
+        let cols: Vec<i64> = line.split('\t').skip(1).map(|c| c.parse().expect("number")).collect();
+        (cols[0], cols[1])
+    }
+
+    /// Dead letters as `orderflow dlq list` prints them.
+    pub fn dead_letters(&self) -> Vec<Value> {
+        self.cli(&["dlq", "list"]).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
+    }
+
+    /// Runs SQL against this test's PostgreSQL database.
+    pub fn sql(&self, sql: &str) -> String {
+        psql(&self.database_url, sql).expect("psql")
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if let Some(db) = &self.pg_database {
+            let _ = psql(PG_ADMIN, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+        if let Some(vhost) = &self.vhost {
+            let _ = rabbitmqctl(&["delete_vhost", vhost]);
+        }
+    }
+}
+
+/// A running `orderflow` process.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub client: Client,
+}
+
+impl Server {
+    /// Starts `orderflow <role> --listen 127.0.0.1:0 <extra>` and waits until
+    /// it listens (the API roles) or has started (the others).
+    pub async fn start(env: &Env, role: &str, extra: &[&str]) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(env.dir.path().join(format!("{role}.log")))
+            .expect("log file");
+        let mut child = Command::new(BIN)
+            .args(["--database-url", &env.database_url, "--broker-url", &env.broker_url, role])
+            .args(["--listen", "127.0.0.1:0", "--retry-base-ms", "20"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting orderflow");
+        let mut addr = String::new();
+        if matches!(role, "run" | "api") {
+            let stdout = child.stdout.take().expect("stdout");
+            addr = tokio::task::spawn_blocking(move || {
+                let mut line = String::new();
+                BufReader::new(stdout).read_line(&mut line).expect("reading stdout");
+                line.trim().strip_prefix("listening on ").map(str::to_owned)
+            })
+            .await
+            .expect("reader")
+            .unwrap_or_else(|| panic!("orderflow {role} did not start; see {}", env.dir.path().display()));
+        }
+        let client = Client::new(&addr);
+        Server { child, addr, client }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "orderflow did not exit within 30 s of SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Typed requests to one API process.
+#[derive(Clone)]
+pub struct Client {
+    pub http: reqwest::Client,
+    pub base: String,
+}
+
+pub fn order(customer: &str, items: &[(&str, i64)]) -> Value {
+    let items: Vec<Value> = items.iter().map(|(sku, n)| json!({ "sku": sku, "quantity": n })).collect();
+    json!({ "customer_id": customer, "items": items })
+}
+
+impl Client {
+    pub fn new(addr: &str) -> Client {
+        Client { http: reqwest::Client::new(), base: format!("http://{addr}") }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value, key: Option<&str>) -> reqwest::Response {
+        let mut req = self.http.post(self.url(path)).json(body);
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
+        }
+        req.send().await.expect("POST")
+    }
+
+    /// Places an order and returns its id; panics unless the answer is 202.
+    pub async fn place(&self, body: &Value) -> String {
+        let resp = self.post("/orders", body, None).await;
+        assert_eq!(resp.status(), 202, "placing {body}");
+        resp.json::<Value>().await.expect("json")["order_id"].as_str().expect("order_id").to_owned()
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(self.url(path)).send().await.expect("GET");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn order(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/orders/{id}")).await;
+        assert_eq!(status, 200, "GET /orders/{id}: {body}");
+        body
+    }
+
+    /// Waits until every order is `completed` or `rejected`; returns them.
+    pub async fn wait_terminal(&self, ids: &[String], timeout: Duration) -> Vec<Value> {
+        let deadline = Instant::now() + timeout;
+        let mut done = Vec::with_capacity(ids.len());
+        for id in ids {
+            loop {
+                let (status, body) = self.get(&format!("/orders/{id}")).await;
+                if status == 200 && matches!(body["status"].as_str(), Some("completed" | "rejected")) {
+                    done.push(body);
+                    break;
+                }
+                assert!(Instant::now() < deadline, "order {id} is not terminal after {timeout:?}: {status} {body}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        done
+    }
+
+    /// Every order of a customer, following the cursor.
+    pub async fn orders_of(&self, customer: &str) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (status, page) = self.get(&format!("/orders?customer_id={customer}&limit=1000&cursor={cursor}")).await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["orders"].as_array().expect("orders").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = next.to_owned(),
+                None => return all,
+            }
+        }
+    }
+}
+
+/// Polls `check` until it is true, or fails after `timeout`.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

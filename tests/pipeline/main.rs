@@ -1,0 +1,12 @@
+//! Black-box tests: each starts the real `orderflow` binary on port 0 against
+//! its own database and talks to it over HTTP and the operator commands.
+//!
+//! `scenarios` holds what every mode must do; `embedded` runs it on SQLite
+//! with the `db` broker, `distributed` on PostgreSQL (with the `db` broker and
+//! with RabbitMQ) with every role its own process, plus the fault tests.
+
+mod distributed;
+mod embedded;
+mod helpers;
+mod scenarios;
+mod validation;
