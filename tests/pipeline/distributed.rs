@@ -2,7 +2,9 @@
 //! RabbitMQ, every role its own process. Skipped when the servers are absent
 //! (a failure under ORDERFLOW_REQUIRE_SERVICES=1).
 
-use crate::helpers::{Env, Server};
+use crate::helpers::{eventually, order, Env, Server};
+use crate::scenarios::SETTLE;
+use serde_json::json;
 
 /// API, inventory and notifier as separate processes.
 async fn cluster(env: &Env) -> (Server, Vec<Server>) {
@@ -33,3 +35,90 @@ macro_rules! in_every_distributed_mode {
 }
 
 in_every_distributed_mode!(lifecycle, no_oversell, idempotency, paging);
+
+/// Two inventory processes compete for the same queue: every order is
+/// reserved once and stock is conserved.
+async fn competing_workers(rabbitmq: bool) {
+    let Some(env) = Env::postgres(rabbitmq) else { return };
+    env.set_stock("gizmo", 250);
+    let api = Server::start(&env, "api", &[]).await;
+    let _workers = [
+        Server::start(&env, "inventory", &["--batch-size", "16"]).await,
+        Server::start(&env, "inventory", &["--batch-size", "16"]).await,
+        Server::start(&env, "notifier", &[]).await,
+    ];
+    let mut ids = Vec::new();
+    for chunk in 0..10 {
+        let tasks: Vec<_> = (0..50)
+            .map(|i| {
+                let c = api.client.clone();
+                tokio::spawn(async move { c.place(&order(&format!("c{chunk}-{i}"), &[("gizmo", 1)])).await })
+            })
+            .collect();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+    }
+    let done = api.client.wait_terminal(&ids, SETTLE).await;
+    let completed = done.iter().filter(|o| o["status"] == "completed").count();
+    assert_eq!(completed, 250);
+    assert_eq!(env.stock("gizmo"), (0, 250));
+    let reservations: i64 = env.sql("SELECT count(*) FROM inbox WHERE consumer = 'inventory'").parse().unwrap();
+    assert_eq!(reservations, 500, "each event applied once");
+}
+
+/// The same OrderPlaced event delivered twice reserves once; a poison message
+/// lands in the dead-letter queue while the orders around it finish. Both go
+/// in through the `messages` table: the queue itself with the `db` broker, the
+/// outbox the relay publishes with RabbitMQ.
+async fn duplicates_and_poison(rabbitmq: bool) {
+    let Some(env) = Env::postgres(rabbitmq) else { return };
+    env.set_stock("lamp", 10);
+    let (api, _workers) = cluster(&env).await;
+    let first = api.client.place(&order("dup", &[("lamp", 4)])).await;
+    api.client.wait_terminal(&[first.clone()], SETTLE).await;
+    let event_id = env.sql("SELECT event_id FROM inbox WHERE consumer = 'inventory'");
+    let again = json!({
+        "event_id": event_id, "event_type": "OrderPlaced", "order_id": first,
+        "timestamp": "2026-01-01T00:00:00Z", "customer_id": "dup", "items": [{"sku": "lamp", "quantity": 4}]
+    });
+    for body in [again.to_string(), "not json".to_owned()] {
+        env.sql(&format!(
+            "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{}')",
+            body.replace('\'', "''")
+        ));
+    }
+    let second = api.client.place(&order("dup", &[("lamp", 4)])).await;
+    let done = api.client.wait_terminal(&[first, second], SETTLE).await;
+    assert!(done.iter().all(|o| o["status"] == "completed"), "{done:?}");
+    eventually(SETTLE, "the poison message in the dead-letter queue", || async {
+        env.dead_letters().iter().any(|l| l["body"] == "not json")
+    })
+    .await;
+    eventually(SETTLE, "the duplicate delivered and skipped", || async {
+        env.sql("SELECT count(*) FROM messages") == "0"
+    })
+    .await;
+    assert_eq!(env.stock("lamp"), (2, 8), "the duplicate reserved nothing");
+    assert_eq!(env.sql("SELECT count(*) FROM inbox WHERE consumer = 'inventory'"), "2");
+}
+
+#[tokio::test]
+async fn competing_workers_postgres_db() {
+    competing_workers(false).await;
+}
+
+#[tokio::test]
+async fn competing_workers_postgres_rabbitmq() {
+    competing_workers(true).await;
+}
+
+#[tokio::test]
+async fn duplicates_and_poison_postgres_db() {
+    duplicates_and_poison(false).await;
+}
+
+#[tokio::test]
+async fn duplicates_and_poison_postgres_rabbitmq() {
+    duplicates_and_poison(true).await;
+}
