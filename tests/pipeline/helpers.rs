@@ -8,7 +8,7 @@
 //! unless `ORDERFLOW_REQUIRE_SERVICES=1`, which turns a skip into a failure.
 
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
@@ -34,7 +34,13 @@ fn required() -> bool {
 /// a loud skip otherwise.
 fn unavailable(what: &str, why: &str) -> Option<Env> {
     assert!(!required(), "{what} is required (ORDERFLOW_REQUIRE_SERVICES=1) but unreachable: {why}");
-    eprintln!("SKIPPED: {what} is not reachable ({why}); set ORDERFLOW_REQUIRE_SERVICES=1 to make this a failure");
+    // Written to stderr directly, not with eprintln!, so the test harness
+    // shows it even for a passing test.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {}: {what} is not reachable ({why}); set ORDERFLOW_REQUIRE_SERVICES=1 to make this a failure",
+        std::thread::current().name().unwrap_or("test")
+    );
     None
 }
 
@@ -141,7 +147,6 @@ impl Drop for Env {
 /// A running `orderflow` process.
 pub struct Server {
     child: Child,
-    pub addr: String,
     pub client: Client,
 }
 
@@ -175,7 +180,7 @@ impl Server {
             .unwrap_or_else(|| panic!("orderflow {role} did not start; see {}", env.dir.path().display()));
         }
         let client = Client::new(&addr);
-        Server { child, addr, client }
+        Server { child, client }
     }
 
     pub fn pid(&self) -> u32 {
@@ -250,12 +255,6 @@ impl Client {
         let resp = self.http.get(self.url(path)).send().await.expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
-    }
-
-    pub async fn order(&self, id: &str) -> Value {
-        let (status, body) = self.get(&format!("/orders/{id}")).await;
-        assert_eq!(status, 200, "GET /orders/{id}: {body}");
-        body
     }
 
     /// Waits until every order is `completed` or `rejected`; returns them.
