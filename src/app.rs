@@ -46,9 +46,33 @@ pub async fn connect(common: &Common) -> anyhow::Result<(Arc<dyn Database>, Arc<
     Ok((store, broker))
 }
 
+/// Connects, retrying with backoff while the database is unreachable, so a
+/// role started before its database (a container, a reboot) waits for it.
+/// Returns `None` if shutdown comes first; a bad URL fails at once.
+async fn connect_patiently(
+    common: &Common,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(Arc<dyn Database>, Arc<dyn Broker>)>> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match connect(common).await {
+            Ok(connected) => return Ok(Some(connected)),
+            Err(e) if e.to_string().starts_with("unsupported") => return Err(e),
+            Err(e) => tracing::warn!(error = format!("{e:#}"), pause = ?backoff, "cannot open the database; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.cancelled() => return Ok(None),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
 /// Runs `roles` until `shutdown` fires.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let (store, broker) = connect(common).await?;
+    let Some((store, broker)) = connect_patiently(common, &shutdown).await? else {
+        return Ok(());
+    };
     let mut tasks = JoinSet::new();
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;

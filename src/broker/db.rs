@@ -26,10 +26,9 @@ impl Broker for DbBroker {
     }
 
     async fn replay(&self, id: Option<String>) -> Result<u64, StoreError> {
-        let id = id
-            .map(|s| s.parse::<i64>())
-            .transpose()
-            .map_err(|_| StoreError::Other(anyhow::anyhow!("a dead letter id here is a number, as `dlq list` shows")))?;
+        let id = id.map(|s| s.parse::<i64>()).transpose().map_err(|_| {
+            StoreError::Other(anyhow::anyhow!("a dead letter id here is a number, as `dlq list` shows"))
+        })?;
         self.store.replay(id).await
     }
 

@@ -197,7 +197,8 @@ async fn run_subscribed(
         if service == Service::Notifier {
             applied.iter().for_each(log_notification);
         }
-        metrics::counter!("orderflow_events_applied_total", "service" => service.name()).increment(applied.len() as u64);
+        metrics::counter!("orderflow_events_applied_total", "service" => service.name())
+            .increment(applied.len() as u64);
     }
     tracing::info!(service = service.name(), "stopped");
     Ok(())

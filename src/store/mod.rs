@@ -7,8 +7,10 @@
 //! and its `InventoryReserved` event. Outgoing events go to the `messages`
 //! table, which is both the outbox and, with the `db` broker, the queue itself.
 
+mod postgres;
 mod sqlite;
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::broker::{Publisher, RetryPolicy};
@@ -214,5 +216,8 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
         let store = SqliteStore::open(path).await?;
         return Ok(Arc::new(store));
     }
-    anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH")
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open(url).await?));
+    }
+    anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH or postgres://…")
 }

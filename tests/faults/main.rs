@@ -11,11 +11,11 @@ mod helpers;
 
 use helpers::{order, Client, Env, Server};
 use std::process::Command;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
 
 /// One fault at a time: they share the machine's servers.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const SETTLE: Duration = Duration::from_secs(90);
 
@@ -97,7 +97,7 @@ async fn audit(env: &Env, client: &Client, tally: &Tally, initial: i64) {
 
 #[tokio::test]
 async fn rabbitmq_stopped_for_10_seconds() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(env) = Env::postgres(true) else { return };
     env.set_stock("bolt", 400);
     let api = Server::start(&env, "api", &[]).await;
@@ -119,7 +119,7 @@ async fn rabbitmq_stopped_for_10_seconds() {
 
 #[tokio::test]
 async fn postgres_restarted_under_load() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = SERIAL.lock().await;
     let Some(env) = Env::postgres(true) else { return };
     env.set_stock("bolt", 400);
     let api = Server::start(&env, "api", &[]).await;

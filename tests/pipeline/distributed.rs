@@ -76,7 +76,7 @@ async fn duplicates_and_poison(rabbitmq: bool) {
     env.set_stock("lamp", 10);
     let (api, _workers) = cluster(&env).await;
     let first = api.client.place(&order("dup", &[("lamp", 4)])).await;
-    api.client.wait_terminal(&[first.clone()], SETTLE).await;
+    api.client.wait_terminal(std::slice::from_ref(&first), SETTLE).await;
     let event_id = env.sql("SELECT event_id FROM inbox WHERE consumer = 'inventory'");
     let again = json!({
         "event_id": event_id, "event_type": "OrderPlaced", "order_id": first,

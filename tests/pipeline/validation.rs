@@ -26,7 +26,9 @@ async fn bad_orders_are_refused_and_store_nothing() {
     let server = Server::start(&env, "run", &[]).await;
     let sku = |s: String| json!({ "customer_id": "v", "items": [{"sku": s, "quantity": 1}] });
     let qty = |q: Value| json!({ "customer_id": "v", "items": [{"sku": "a", "quantity": q}] });
-    let cases: Vec<(&str, Option<&str>, Vec<u8>, u16, &str)> = vec![
+    // (what, content type, body, expected status, expected error code)
+    type Case<'a> = (&'a str, Option<&'a str>, Vec<u8>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         ("malformed json", Some("application/json"), b"{\"customer_id\": ".to_vec(), 400, "malformed_json"),
         ("not an object", Some("application/json"), b"[1, 2]".to_vec(), 422, "invalid_field"),
         ("text content type", Some("text/plain"), items(1).to_string().into_bytes(), 415, "unsupported_media_type"),

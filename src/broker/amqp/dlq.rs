@@ -8,8 +8,8 @@
 use super::{amqp_err, dead_letter_queue, unavailable};
 use crate::store::{DeadLetter, StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
 use sha2::{Digest, Sha256};
 

@@ -38,7 +38,12 @@ impl AmqpSubscription {
             let channel = self.link.channel().await?;
             channel.basic_qos(self.prefetch, BasicQosOptions::default()).await.map_err(amqp_err)?;
             let consumer = channel
-                .basic_consume(self.queue.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+                .basic_consume(
+                    self.queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(amqp_err)?;
             tracing::info!(queue = %self.queue, "subscribed");

@@ -55,7 +55,13 @@ pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<()
         dlq_args.insert("x-queue-type".into(), text("quorum"));
         channel.queue_declare(dlq.as_str().into(), queue_opts, dlq_args).await.map_err(amqp_err)?;
         channel
-            .queue_bind(dlq.as_str().into(), EXCHANGE_DLX.into(), queue.into(), QueueBindOptions::default(), FieldTable::default())
+            .queue_bind(
+                dlq.as_str().into(),
+                EXCHANGE_DLX.into(),
+                queue.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
             .await
             .map_err(amqp_err)?;
 
@@ -69,7 +75,13 @@ pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<()
         channel.queue_declare(queue.into(), queue_opts, args).await.map_err(amqp_err)?;
         for key in keys {
             channel
-                .queue_bind(queue.into(), exchange.into(), (*key).into(), QueueBindOptions::default(), FieldTable::default())
+                .queue_bind(
+                    queue.into(),
+                    exchange.into(),
+                    (*key).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
                 .await
                 .map_err(amqp_err)?;
         }

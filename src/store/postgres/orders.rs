@@ -1,0 +1,304 @@
+//! Orders: accepting them with group commit, reading them back, paging.
+//!
+//! Every accepted order costs a commit, and a commit costs a WAL flush, so the
+//! store does not give each request its own transaction. `place_order` hands
+//! its order to a writer task through a bounded channel (full: `Unavailable`
+//! at once); the writer takes everything waiting and writes it in one
+//! transaction with one multi-row statement per table (`unnest` of arrays),
+//! then answers every caller after COMMIT. A few batches may be in flight at
+//! once, each on its own connection, while the next one gathers.
+//!
+//! Idempotency keys are claimed with `INSERT … ON CONFLICT DO NOTHING
+//! RETURNING`: a key that comes back is ours, and one that does not belongs to
+//! an earlier or concurrent request (in this process or another; PostgreSQL
+//! makes us wait for its transaction), whose row we then read. Within a batch
+//! only the first request with a key claims it; the others follow its fate.
+//! Keys are claimed in sorted order so two batches never deadlock on them.
+
+use super::{db_err, order_id_of, pool_err, uuid_of, NOTIFY_MESSAGES};
+use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
+use crate::store::{OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition, QUEUE_ORDER_EVENTS};
+use deadpool_postgres::{GenericClient, Pool};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::Row;
+use uuid::Uuid;
+
+/// Orders one transaction may hold; bounds the latency of the unlucky last one.
+const MAX_ORDERS_PER_BATCH: usize = 1024;
+/// Batches being written at once. While they commit, the next batch gathers.
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// An order waiting for the writer, and where its answer goes.
+pub(super) struct Pending {
+    pub(super) order: PreparedOrder,
+    pub(super) reply: oneshot::Sender<Result<Placed, StoreError>>,
+}
+
+/// An order rendered before it reaches the writer, so the JSON is built on
+/// the caller's task rather than on the path every order shares.
+pub(super) struct PreparedOrder {
+    id: OrderId,
+    uuid: Uuid,
+    customer_id: String,
+    items: String,
+    event: String,
+    idempotency: Option<(String, String)>,
+}
+
+impl PreparedOrder {
+    pub(super) fn new(p: PlaceOrder) -> Result<Self, StoreError> {
+        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
+        let customer_id = p.order.customer_id.as_str().to_owned();
+        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
+        Ok(Self {
+            id: p.id,
+            uuid: uuid_of(p.id),
+            customer_id,
+            items,
+            event,
+            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
+        })
+    }
+}
+
+/// Gathers waiting orders into batches until every sender is gone.
+pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, signal: Arc<watch::Sender<u64>>) {
+    let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    loop {
+        // Wait for a free slot first: orders arriving meanwhile join the next batch.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Some(first) = rx.recv().await else { return };
+        let mut batch = Vec::with_capacity(64);
+        batch.push(first);
+        while batch.len() < MAX_ORDERS_PER_BATCH {
+            match rx.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        // A caller that gave up (timed out, or its client went away) was not
+        // told 202, so its order is not written.
+        batch.retain(|p| !p.reply.is_closed());
+        if batch.is_empty() {
+            continue;
+        }
+        let (pool, signal) = (pool.clone(), signal.clone());
+        tokio::spawn(async move {
+            let (orders, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.order, p.reply)).unzip();
+            let abandoned = || replies.iter().all(|r| r.is_closed());
+            match place_batch(&pool, &orders, abandoned).await {
+                Ok((outcomes, inserted)) => {
+                    if inserted {
+                        super::bump(&signal);
+                    }
+                    for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                        let _ = reply.send(outcome);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, orders = orders.len(), "order batch failed; nothing was stored");
+                    for reply in replies {
+                        let _ = reply.send(Err(copy_error(&e)));
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The same failure for every caller of a failed batch.
+fn copy_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::IdempotencyConflict => StoreError::IdempotencyConflict,
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("{e:#}")),
+    }
+}
+
+/// Writes a batch in one transaction. Returns each order's outcome, in order,
+/// and whether any order (and so any message) was inserted.
+async fn place_batch(
+    pool: &Pool,
+    orders: &[PreparedOrder],
+    abandoned: impl Fn() -> bool,
+) -> Result<(Vec<Result<Placed, StoreError>>, bool), StoreError> {
+    let now = now_millis();
+    let mut client = pool.get().await.map_err(pool_err)?;
+    let tx = client.transaction().await.map_err(db_err)?;
+
+    // The first request carrying each key claims it for the whole batch.
+    let mut claimant: HashMap<&str, usize> = HashMap::new();
+    for (i, o) in orders.iter().enumerate() {
+        if let Some((key, _)) = &o.idempotency {
+            claimant.entry(key.as_str()).or_insert(i);
+        }
+    }
+    let mut claims: Vec<(&str, usize)> = claimant.iter().map(|(k, i)| (*k, *i)).collect();
+    claims.sort_unstable();
+    let mut won: HashSet<String> = HashSet::new();
+    let mut earlier: HashMap<String, (String, Uuid, i64)> = HashMap::new();
+    if !claims.is_empty() {
+        let keys: Vec<&str> = claims.iter().map(|(k, _)| *k).collect();
+        let hashes: Vec<&str> = claims.iter().map(|(_, i)| hash_of(&orders[*i])).collect();
+        let ids: Vec<Uuid> = claims.iter().map(|(_, i)| orders[*i].uuid).collect();
+        let claim = tx
+            .prepare_cached(
+                "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at)
+                 SELECT k, h, o, $4 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS t(k, h, o)
+                 ON CONFLICT (key) DO NOTHING RETURNING key",
+            )
+            .await
+            .map_err(db_err)?;
+        let rows = tx.query(&claim, &[&keys, &hashes, &ids, &now]).await.map_err(db_err)?;
+        won = rows.iter().map(|r| r.get(0)).collect();
+        let lost: Vec<&str> = keys.into_iter().filter(|k| !won.contains(*k)).collect();
+        if !lost.is_empty() {
+            let read = tx
+                .prepare_cached(
+                    "SELECT key, request_hash, order_id, created_at FROM idempotency_keys WHERE key = ANY($1)",
+                )
+                .await
+                .map_err(db_err)?;
+            for r in tx.query(&read, &[&lost]).await.map_err(db_err)? {
+                earlier.insert(r.get(0), (r.get(1), r.get(2), r.get(3)));
+            }
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(orders.len());
+    let mut fresh: Vec<&PreparedOrder> = Vec::with_capacity(orders.len());
+    for (i, o) in orders.iter().enumerate() {
+        let placed = Placed { id: o.id, created_at: now, replayed: false };
+        let Some((key, hash)) = &o.idempotency else {
+            fresh.push(o);
+            outcomes.push(Ok(placed));
+            continue;
+        };
+        let first = claimant[key.as_str()];
+        let outcome = if won.contains(key) {
+            if first == i {
+                fresh.push(o);
+                Ok(placed)
+            } else if hash_of(&orders[first]) == hash {
+                Ok(Placed { id: orders[first].id, created_at: now, replayed: true })
+            } else {
+                Err(StoreError::IdempotencyConflict)
+            }
+        } else {
+            match earlier.get(key) {
+                Some((seen, id, created_at)) if seen == hash => {
+                    Ok(Placed { id: order_id_of(*id), created_at: *created_at, replayed: true })
+                }
+                Some(_) => Err(StoreError::IdempotencyConflict),
+                None => {
+                    Err(StoreError::Other(anyhow::anyhow!("idempotency key '{key}' was claimed but is not stored")))
+                }
+            }
+        };
+        outcomes.push(outcome);
+    }
+
+    if !fresh.is_empty() {
+        let ids: Vec<Uuid> = fresh.iter().map(|o| o.uuid).collect();
+        let customers: Vec<&str> = fresh.iter().map(|o| o.customer_id.as_str()).collect();
+        let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
+        let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
+        let (insert_orders, insert_messages, notify) = futures::try_join!(
+            tx.prepare_cached(
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
+                 SELECT id, c, 'placed', i::jsonb, $4, $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, c, i)",
+            ),
+            tx.prepare_cached(
+                "INSERT INTO messages (queue, routing_key, body) SELECT $1, $2, b FROM unnest($3::text[]) AS t(b)"
+            ),
+            tx.prepare_cached(NOTIFY_MESSAGES),
+        )
+        .map_err(db_err)?;
+        // Sent together: the three statements are pipelined on the connection.
+        let order_args: [&(dyn ToSql + Sync); 4] = [&ids, &customers, &items, &now];
+        let message_args: [&(dyn ToSql + Sync); 3] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies];
+        futures::try_join!(
+            tx.execute(&insert_orders, &order_args),
+            tx.execute(&insert_messages, &message_args),
+            tx.execute(&notify, &[]),
+        )
+        .map_err(db_err)?;
+    }
+    if abandoned() {
+        // Every caller has timed out and answered 503: keep that promise.
+        tx.rollback().await.map_err(db_err)?;
+        return Err(StoreError::Unavailable("every caller gave up; rolled back".into()));
+    }
+    tx.commit().await.map_err(db_err)?;
+    Ok((outcomes, !fresh.is_empty()))
+}
+
+fn hash_of(o: &PreparedOrder) -> &str {
+    o.idempotency.as_ref().map(|(_, h)| h.as_str()).unwrap_or_default()
+}
+
+const ORDER_COLUMNS: &str =
+    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at";
+
+fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
+    let bad = |what: &str, e: String| StoreError::Other(anyhow::anyhow!("order row has a bad {what}: {e}"));
+    let status: String = r.try_get(2).map_err(db_err)?;
+    let items: String = r.try_get(4).map_err(db_err)?;
+    let reason: Option<String> = r.try_get(3).map_err(db_err)?;
+    let created_at: i64 = r.try_get(5).map_err(db_err)?;
+    let mut history = vec![Transition { status: Status::Placed, reason: None, at: format_millis(created_at) }];
+    for (column, status) in [(7, Status::Reserved), (8, Status::Completed), (9, Status::Rejected)] {
+        if let Some(at) = r.try_get::<_, Option<i64>>(column).map_err(db_err)? {
+            let reason = if status == Status::Rejected { reason.clone() } else { None };
+            history.push(Transition { status, reason, at: format_millis(at) });
+        }
+    }
+    Ok(OrderView {
+        order_id: order_id_of(r.try_get(0).map_err(db_err)?),
+        customer_id: r.try_get(1).map_err(db_err)?,
+        status: status.parse().map_err(|e: crate::domain::ValidationError| bad("status", e.message))?,
+        reason,
+        items: serde_json::from_str::<Vec<LineItem>>(&items).map_err(|e| bad("items", e.to_string()))?,
+        created_at: format_millis(created_at),
+        updated_at: format_millis(r.try_get(6).map_err(db_err)?),
+        history,
+    })
+}
+
+pub(super) async fn get(client: &impl GenericClient, id: OrderId) -> Result<Option<OrderView>, StoreError> {
+    let stmt =
+        client.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")).await.map_err(db_err)?;
+    let row = client.query_opt(&stmt, &[&uuid_of(id)]).await.map_err(db_err)?;
+    row.as_ref().map(order_from_row).transpose()
+}
+
+/// Newest first, below the cursor: ids are UUIDv7, so `id < cursor` never
+/// repeats or skips an order between pages.
+pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+    let status = f.status.map(|s| s.as_str());
+    let before = f.before.map(uuid_of);
+    let limit = f.limit as i64;
+    let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE true");
+    let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+    if let Some(status) = &status {
+        args.push(status);
+        sql.push_str(&format!(" AND status = ${}", args.len()));
+    }
+    if let Some(customer) = &f.customer_id {
+        args.push(customer);
+        sql.push_str(&format!(" AND customer_id = ${}", args.len()));
+    }
+    if let Some(before) = &before {
+        args.push(before);
+        sql.push_str(&format!(" AND id < ${}", args.len()));
+    }
+    args.push(&limit);
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
+    let stmt = client.prepare_cached(&sql).await.map_err(db_err)?;
+    let rows = client.query(&stmt, &args).await.map_err(db_err)?;
+    rows.iter().map(order_from_row).collect()
+}

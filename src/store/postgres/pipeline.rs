@@ -1,0 +1,275 @@
+//! The services' effects: reserving stock and recording notifications.
+//!
+//! Each runs over a whole batch of events inside the caller's transaction, and
+//! several workers (threads or processes) may run them at once, so every step
+//! that decides something first locks what it decides on, always in the same
+//! order: the batch's orders (by id), then the inbox claims (by event id), then
+//! the stock rows (by SKU). A consistent order means competing workers queue
+//! behind each other instead of deadlocking. Locking the order row is what
+//! makes a second delivery of the same event, or another event for the same
+//! order, wait and then see the first one's outcome. Stock is read once per
+//! SKU, reserved in memory order by order (all-or-nothing per order, exactly as
+//! the SQLite store does) and written back with one aggregated update.
+
+use super::{db_err, uuid_of, NOTIFY_MESSAGES};
+use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
+use crate::store::{queue_for, Handled, StockLevel, StoreError};
+use deadpool_postgres::{GenericClient, Transaction};
+use std::collections::{BTreeSet, HashMap, HashSet};
+use uuid::Uuid;
+
+/// Locks the orders the events are about and returns their statuses.
+async fn lock_orders(tx: &Transaction<'_>, events: &[Event]) -> Result<HashMap<Uuid, Status>, StoreError> {
+    let ids: Vec<Uuid> = events.iter().map(|e| uuid_of(e.order_id)).collect::<BTreeSet<_>>().into_iter().collect();
+    let stmt = tx
+        .prepare_cached("SELECT id, status FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE")
+        .await
+        .map_err(db_err)?;
+    let mut statuses = HashMap::with_capacity(ids.len());
+    for row in tx.query(&stmt, &[&ids]).await.map_err(db_err)? {
+        let status: String = row.get(1);
+        let status = status.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("order row: {e}")))?;
+        statuses.insert(row.get(0), status);
+    }
+    Ok(statuses)
+}
+
+/// Stock of one SKU as the batch sees it: `None` when the SKU is unknown.
+struct Level {
+    available: Option<i64>,
+    taken: i64,
+}
+
+pub(super) async fn reserve(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    events: &[Event],
+) -> Result<Vec<Handled>, StoreError> {
+    let now = now_millis();
+    let mut statuses = lock_orders(tx, events).await?;
+
+    // Claim the events whose order exists; a claim that does not come back
+    // was made before, by an earlier delivery.
+    let candidates: Vec<Uuid> = events
+        .iter()
+        .filter(|e| statuses.contains_key(&uuid_of(e.order_id)))
+        .map(|e| e.event_id)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut claimed: HashSet<Uuid> = HashSet::new();
+    if !candidates.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO inbox (consumer, event_id, processed_at) SELECT $1, e, $3 FROM unnest($2::uuid[]) AS t(e)
+                 ON CONFLICT DO NOTHING RETURNING event_id",
+            )
+            .await
+            .map_err(db_err)?;
+        let rows = tx.query(&stmt, &[&consumer, &candidates, &now]).await.map_err(db_err)?;
+        claimed = rows.iter().map(|r| r.get(0)).collect();
+    }
+
+    // Lock the stock every order that may reserve wants, sorted by SKU.
+    let skus: Vec<&str> = events
+        .iter()
+        .filter(|e| claimed.contains(&e.event_id) && statuses.get(&uuid_of(e.order_id)) == Some(&Status::Placed))
+        .flat_map(|e| e.items.iter().map(|item| item.sku.as_str()))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut levels: HashMap<String, Level> =
+        skus.iter().map(|sku| (sku.to_string(), Level { available: None, taken: 0 })).collect();
+    if !skus.is_empty() {
+        let stmt = tx
+            .prepare_cached("SELECT sku, available FROM inventory WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
+            .await
+            .map_err(db_err)?;
+        for row in tx.query(&stmt, &[&skus]).await.map_err(db_err)? {
+            levels.insert(row.get(0), Level { available: Some(row.get(1)), taken: 0 });
+        }
+    }
+
+    let mut outcomes = Vec::with_capacity(events.len());
+    let (mut reserved, mut rejected, mut reasons, mut next) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        let id = uuid_of(event.order_id);
+        let Some(status) = statuses.get(&id).copied() else {
+            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+            continue;
+        };
+        // `remove`: a second copy of the event in this batch is a duplicate too.
+        if !claimed.remove(&event.event_id) || status != Status::Placed {
+            outcomes.push(Handled::Duplicate);
+            continue;
+        }
+        let wanted = NewOrder::quantities_by_sku(&event.items);
+        let mut problem = None;
+        for (sku, qty) in &wanted {
+            let level = &levels[sku.as_str()];
+            problem = match level.available {
+                None => Some(format!("unknown_sku:{sku}")),
+                Some(n) if n - level.taken < *qty as i64 => Some(format!("out_of_stock:{sku}")),
+                Some(_) => continue,
+            };
+            break;
+        }
+        match problem {
+            None => {
+                for (sku, qty) in &wanted {
+                    levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
+                }
+                statuses.insert(id, Status::Reserved);
+                reserved.push(id);
+                next.push(event.follow(EventType::InventoryReserved, None));
+            }
+            Some(reason) => {
+                statuses.insert(id, Status::Rejected);
+                rejected.push(id);
+                next.push(event.follow(EventType::InventoryFailed, Some(reason.clone())));
+                reasons.push(reason);
+            }
+        }
+        outcomes.push(Handled::Done);
+    }
+
+    let (skus, taken): (Vec<&str>, Vec<i64>) =
+        levels.iter().filter(|(_, l)| l.taken > 0).map(|(sku, l)| (sku.as_str(), l.taken)).unzip();
+    if !skus.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE inventory AS i SET available = i.available - t.n, reserved = i.reserved + t.n, updated_at = $3
+                 FROM unnest($1::text[], $2::bigint[]) AS t(sku, n) WHERE i.sku = t.sku",
+            )
+            .await
+            .map_err(db_err)?;
+        tx.execute(&stmt, &[&skus, &taken, &now]).await.map_err(db_err)?;
+    }
+    if !reserved.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE orders SET status = 'reserved', reason = NULL, updated_at = $2, reserved_at = $2
+                 WHERE id = ANY($1)",
+            )
+            .await
+            .map_err(db_err)?;
+        tx.execute(&stmt, &[&reserved, &now]).await.map_err(db_err)?;
+    }
+    if !rejected.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE orders AS o SET status = 'rejected', reason = t.reason, updated_at = $3, rejected_at = $3
+                 FROM unnest($1::uuid[], $2::text[]) AS t(id, reason) WHERE o.id = t.id",
+            )
+            .await
+            .map_err(db_err)?;
+        tx.execute(&stmt, &[&rejected, &reasons, &now]).await.map_err(db_err)?;
+    }
+    enqueue(tx, &next).await?;
+    Ok(outcomes)
+}
+
+/// Queues events for delivery (the outbox rows, and the `db` broker's queue)
+/// and wakes the consumers of every process once the transaction commits.
+async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let queues: Vec<&str> = events.iter().map(queue_for).collect();
+    let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
+    let bodies: Vec<String> = events.iter().map(Event::to_json).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue, routing_key, body)
+             SELECT q, k, b FROM unnest($1::text[], $2::text[], $3::text[]) AS t(q, k, b)",
+        )
+        .await
+        .map_err(db_err)?;
+    tx.execute(&stmt, &[&queues, &keys, &bodies]).await.map_err(db_err)?;
+    tx.batch_execute(NOTIFY_MESSAGES).await.map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
+    let now = now_millis();
+    let mut statuses = lock_orders(tx, events).await?;
+
+    // The notifications table, keyed by event id, is the notifier's inbox.
+    let mut seen = HashSet::new();
+    let (mut ids, mut orders, mut kinds, mut messages) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        let Some((kind, message)) = event.notification() else { continue };
+        if statuses.contains_key(&uuid_of(event.order_id)) && seen.insert(event.event_id) {
+            ids.push(event.event_id);
+            orders.push(uuid_of(event.order_id));
+            kinds.push(kind);
+            messages.push(message);
+        }
+    }
+    let mut inserted: HashSet<Uuid> = HashSet::new();
+    if !ids.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "INSERT INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
+                 SELECT e, o, $5, k, m, $6 FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[]) AS t(e, o, k, m)
+                 ON CONFLICT (event_id) DO NOTHING RETURNING event_id",
+            )
+            .await
+            .map_err(db_err)?;
+        let rows = tx.query(&stmt, &[&ids, &orders, &kinds, &messages, &consumer, &now]).await.map_err(db_err)?;
+        inserted = rows.iter().map(|r| r.get(0)).collect();
+    }
+
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut completed = Vec::new();
+    for event in events {
+        let id = uuid_of(event.order_id);
+        let Some(status) = statuses.get(&id).copied() else {
+            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+            continue;
+        };
+        if event.notification().is_none() {
+            outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
+            continue;
+        }
+        if !inserted.remove(&event.event_id) {
+            outcomes.push(Handled::Duplicate);
+            continue;
+        }
+        if event.event_type == EventType::InventoryReserved && status == Status::Reserved {
+            statuses.insert(id, Status::Completed);
+            completed.push(id);
+        }
+        outcomes.push(Handled::Done);
+    }
+    if !completed.is_empty() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE orders SET status = 'completed', reason = NULL, updated_at = $2, completed_at = $2
+                 WHERE id = ANY($1)",
+            )
+            .await
+            .map_err(db_err)?;
+        tx.execute(&stmt, &[&completed, &now]).await.map_err(db_err)?;
+    }
+    Ok(outcomes)
+}
+
+pub(super) async fn set_stock(client: &impl GenericClient, sku: &str, available: i64) -> Result<(), StoreError> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO inventory (sku, available, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (sku) DO UPDATE SET available = excluded.available, updated_at = excluded.updated_at",
+        )
+        .await
+        .map_err(db_err)?;
+    client.execute(&stmt, &[&sku, &available, &now_millis()]).await.map_err(db_err)?;
+    Ok(())
+}
+
+pub(super) async fn list_stock(client: &impl GenericClient) -> Result<Vec<StockLevel>, StoreError> {
+    let stmt =
+        client.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").await.map_err(db_err)?;
+    let rows = client.query(&stmt, &[]).await.map_err(db_err)?;
+    Ok(rows.iter().map(|r| StockLevel { sku: r.get(0), available: r.get(1), reserved: r.get(2) }).collect())
+}
