@@ -77,8 +77,12 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
-        let state =
-            AppState { store: store.clone(), broker: broker.clone(), metrics: crate::telemetry::metrics_handle() };
+        let state = AppState {
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics: crate::telemetry::metrics_handle(),
+            max_in_flight: args.max_in_flight,
+        };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.
         println!("listening on {addr}");
@@ -88,7 +92,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
         batch_size: args.batch_size as usize,
         retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
     };
-    if roles.relay {
+    if roles.relay && !args.without_relay {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, shutdown.clone()));
     }
     for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {

@@ -27,6 +27,8 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("{0}")]
     Unavailable(String),
+    #[error("too many requests in flight; retry later")]
+    Overloaded,
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

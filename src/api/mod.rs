@@ -9,13 +9,16 @@ pub use error::ApiError;
 
 use crate::broker::Broker;
 use crate::store::Store;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use axum::BoxError;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
 use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
@@ -25,9 +28,20 @@ pub struct AppState {
     pub broker: Arc<dyn Broker>,
     /// Renders `/metrics`; absent when another recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// Requests handled at once; more are refused with 503 at once.
+    pub max_in_flight: usize,
 }
 
 pub fn router(state: AppState) -> Router {
+    // Shed load rather than queue it: past the limit a request is answered
+    // 503 with Retry-After at once, so clients back off and memory stays flat.
+    let shed = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            metrics::counter!("orderflow_requests_shed_total").increment(1);
+            ApiError::Overloaded
+        }))
+        .load_shed()
+        .concurrency_limit(state.max_in_flight);
     Router::new()
         .route("/orders", post(orders::create).get(orders::list))
         .route("/orders/{id}", get(orders::get))
@@ -40,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(orders::MAX_BODY))
         .layer(TraceLayer::new_for_http())
+        .layer(shed)
         .with_state(state)
 }
 

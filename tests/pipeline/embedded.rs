@@ -58,7 +58,9 @@ async fn load(server: &Server, n: usize) -> tokio::task::JoinHandle<Vec<String>>
         for i in 0..n {
             let c = client.clone();
             tasks.spawn(async move {
-                let resp = c.post("/orders", &order("load", &[("gadget", 1 + (i % 3) as i64)]), None).await;
+                // Requests in flight when the server dies fail; that is expected.
+                let body = order("load", &[("gadget", 1 + (i % 3) as i64)]);
+                let resp = c.http.post(c.url("/orders")).json(&body).send().await.ok()?;
                 match resp.status().as_u16() {
                     202 => Some(resp.json::<Value>().await.ok()?["order_id"].as_str()?.to_owned()),
                     _ => None,
@@ -79,16 +81,19 @@ async fn load(server: &Server, n: usize) -> tokio::task::JoinHandle<Vec<String>>
     })
 }
 
-/// Checks that every accepted order finished exactly once and stock is conserved.
+/// Checks that every accepted order finished, that none reserved twice and
+/// that stock is conserved. Orders stored just before the kill whose answer
+/// was lost with the connection count too: they are in the store.
 async fn audit(env: &Env, server: &Server, accepted: &[String], initial: i64) {
-    let done = server.client.wait_terminal(accepted, SETTLE).await;
-    let reserved_qty: i64 =
+    server.client.wait_terminal(accepted, SETTLE).await;
+    let all = server.client.orders_of("load").await;
+    let ids: Vec<String> = all.iter().map(|o| o["order_id"].as_str().unwrap().to_owned()).collect();
+    let done = server.client.wait_terminal(&ids, SETTLE).await;
+    let held: i64 =
         done.iter().filter(|o| o["status"] == "completed").map(|o| o["items"][0]["quantity"].as_i64().unwrap()).sum();
     let (available, reserved) = env.stock("gadget");
-    assert_eq!(reserved, reserved_qty, "stock reserved equals what completed orders hold: none reserved twice");
+    assert_eq!(reserved, held, "stock reserved equals what completed orders hold: none reserved twice");
     assert_eq!(available + reserved, initial, "stock is conserved");
-    let all = server.client.orders_of("load").await;
-    assert!(all.iter().all(|o| matches!(o["status"].as_str(), Some("completed" | "rejected"))), "nothing stuck");
 }
 
 #[tokio::test]
