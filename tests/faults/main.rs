@@ -1,23 +1,107 @@
-//! Fault tests: the real servers are stopped and started under load.
-//!
-//! They stop the machine's PostgreSQL and RabbitMQ with their own commands,
-//! so they run one at a time (a lock below) in their own test binary, which
-//! cargo runs apart from the others. Skipped when the servers are absent,
-//! unless ORDERFLOW_REQUIRE_SERVICES=1.
+//! The fault suite: steady load through nginx into the distributed topology
+//! (3 API replicas, relay, 2 inventory workers, a notifier, PostgreSQL,
+//! RabbitMQ), one fault injected per scenario. After each, once the system is
+//! idle, it checks what a user would: no accepted order lost, none reserved
+//! twice, stock conserved, only the poison messages in the DLQ, and prints a
+//! table row. Faults really kill processes and stop the machine's servers with
+//! their own commands, so this binary runs its tests one at a time. Skipped
+//! when the servers are absent, unless ORDERFLOW_REQUIRE_SERVICES=1.
 
+mod audit;
+mod cluster;
 #[allow(dead_code)]
 #[path = "../pipeline/helpers.rs"]
 mod helpers;
+mod load;
 
-use helpers::{order, Client, Env, Server};
+use audit::{audit, wait_idle, Row};
+use cluster::Cluster;
+use helpers::{Client, Env};
+use std::io::Write;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::Mutex;
 
 /// One fault at a time: they share the machine's servers.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
-const SETTLE: Duration = Duration::from_secs(90);
+const STOCK_PER_SKU: i64 = 2_000;
+const POISON: usize = 20;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Fault {
+    KillInventory,
+    KillApi,
+    StopRabbitMq,
+    RestartPostgres,
+    KillRelay,
+    PoisonBurst,
+    RollingRestart,
+}
+
+impl Fault {
+    const ALL: [Fault; 7] = [
+        Fault::KillInventory,
+        Fault::KillApi,
+        Fault::StopRabbitMq,
+        Fault::RestartPostgres,
+        Fault::KillRelay,
+        Fault::PoisonBurst,
+        Fault::RollingRestart,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Fault::KillInventory => "kill -9 an inventory worker mid-batch",
+            Fault::KillApi => "kill -9 an API replica",
+            Fault::StopRabbitMq => "RabbitMQ stopped for 10 s",
+            Fault::RestartPostgres => "PostgreSQL restarted",
+            Fault::KillRelay => "kill -9 the relay",
+            Fault::PoisonBurst => "burst of 20 poison messages",
+            Fault::RollingRestart => "rolling restart (SIGTERM) of the API replicas",
+        }
+    }
+
+    fn load_for(self) -> Duration {
+        Duration::from_secs(match self {
+            Fault::StopRabbitMq | Fault::RollingRestart => 16,
+            _ => 10,
+        })
+    }
+
+    /// Injects the fault while the load runs, and undoes it.
+    async fn inject(self, cluster: &Cluster, env: &Env) {
+        let sleep = |s: u64| tokio::time::sleep(Duration::from_secs(s));
+        sleep(3).await;
+        match self {
+            Fault::KillInventory | Fault::KillApi | Fault::KillRelay => {
+                let name = match self {
+                    Fault::KillInventory => "inventory1",
+                    Fault::KillApi => "api2",
+                    _ => "relay",
+                };
+                cluster.kill(name);
+                sleep(3).await;
+                cluster.start(name);
+            }
+            Fault::StopRabbitMq => {
+                run("rabbitmqctl", &["-q", "stop_app"]);
+                sleep(10).await;
+                run("rabbitmqctl", &["-q", "start_app"]);
+            }
+            Fault::RestartPostgres => {
+                pg_cluster("stop");
+                sleep(3).await;
+                pg_cluster("start");
+            }
+            Fault::PoisonBurst => publish_poison(&env.broker_url).await,
+            Fault::RollingRestart => {
+                let out = cluster.script(&["restart-api"]);
+                assert!(out.contains("rolling restart done"), "{out}");
+            }
+        }
+    }
+}
 
 fn run(cmd: &str, args: &[&str]) {
     let status = Command::new(cmd).args(args).status().unwrap_or_else(|e| panic!("{cmd}: {e}"));
@@ -26,112 +110,80 @@ fn run(cmd: &str, args: &[&str]) {
 
 fn pg_cluster(action: &str) {
     let version = std::fs::read_dir("/etc/postgresql").expect("/etc/postgresql").next().expect("a cluster").unwrap();
-    let version = version.file_name().into_string().unwrap();
-    run("pg_ctlcluster", &["--skip-systemctl-redirect", &version, "main", action]);
+    run("pg_ctlcluster", &["--skip-systemctl-redirect", &version.file_name().to_string_lossy(), "main", action]);
 }
 
-#[derive(Default)]
-struct Tally {
-    accepted: Vec<(Instant, String)>,
-    unavailable: usize,
-    other_errors: Vec<String>,
-    slowest: Duration,
+/// Publishes bodies that are not events straight to both work queues.
+async fn publish_poison(broker_url: &str) {
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::{BasicProperties, Connection, ConnectionProperties};
+    let conn = Connection::connect(broker_url, ConnectionProperties::default()).await.expect("RabbitMQ");
+    let channel = conn.create_channel().await.unwrap();
+    channel.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+    for i in 0..POISON {
+        let queue = if i % 2 == 0 { "order-events" } else { "inventory-events" };
+        let body = format!("poison {i}: not an event");
+        channel
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+    let _ = conn.close(200, "done".into()).await;
 }
 
-/// Places orders from 8 clients until `until`, recording every answer.
-async fn drive(client: Client, until: Instant) -> Tally {
-    let mut tasks = tokio::task::JoinSet::new();
-    for worker in 0..8 {
-        let client = client.clone();
-        tasks.spawn(async move {
-            let mut tally = Tally::default();
-            let mut n = 0;
-            while Instant::now() < until {
-                n += 1;
-                let started = Instant::now();
-                let sent = tokio::time::timeout(
-                    Duration::from_secs(10),
-                    client.post("/orders", &order(&format!("fault{worker}"), &[("bolt", 1 + n % 2)]), None),
-                )
-                .await;
-                tally.slowest = tally.slowest.max(started.elapsed());
-                match sent {
-                    Ok(resp) if resp.status() == 202 => {
-                        let body: serde_json::Value = resp.json().await.unwrap();
-                        tally.accepted.push((started, body["order_id"].as_str().unwrap().to_owned()));
-                    }
-                    Ok(resp) if resp.status() == 503 => {
-                        assert!(resp.headers().contains_key("retry-after"), "503 without Retry-After");
-                        tally.unavailable += 1;
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                    }
-                    Ok(resp) => tally.other_errors.push(format!("{}", resp.status())),
-                    Err(_) => tally.other_errors.push("no answer within 10 s".into()),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
+fn report(text: &str) {
+    // Straight to stderr, past the test harness's capture, so the table shows.
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_suite() {
+    let _serial = SERIAL.lock().await;
+    let Some(env) = Env::postgres(true) else { return };
+    let cluster = Cluster::up(&env);
+    let client = Client::new(&format!("127.0.0.1:{}", cluster.port));
+    let mut rows: Vec<Row> = Vec::new();
+    for (n, fault) in Fault::ALL.into_iter().enumerate() {
+        let tag = format!("f{n}");
+        let skus: Vec<String> = (1..=4).map(|k| format!("{tag}-sku{k}")).collect();
+        for sku in &skus {
+            env.set_stock(sku, STOCK_PER_SKU);
+        }
+        let dead_before = env.dead_letters().len();
+        let load = tokio::spawn(load::drive(client.clone(), skus.clone(), fault.load_for(), tag));
+        fault.inject(&cluster, &env).await;
+        let tally = load.await.unwrap();
+        wait_idle(&env, Duration::from_secs(120)).await;
+        let expected_dead = if fault == Fault::PoisonBurst { POISON } else { 0 };
+        let mut dead = env.dead_letters().len() - dead_before;
+        for _ in 0..100 {
+            if dead >= expected_dead {
+                break;
             }
-            tally
-        });
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            dead = env.dead_letters().len() - dead_before;
+        }
+        let row = audit(&env, fault.name(), &tally, &skus, STOCK_PER_SKU, dead);
+        report(&format!("{}\n{}", Row::HEADER, row.line()));
+        assert_eq!(row.lost, 0, "{}: accepted orders lost", row.scenario);
+        assert_eq!(row.reserved_twice, 0, "{}: stock reserved twice", row.scenario);
+        assert!(row.stock_conserved, "{}: stock not conserved", row.scenario);
+        assert_eq!(row.duplicate_retries, 0, "{}: a retried key made a second order", row.scenario);
+        assert_eq!(row.dead_letters, expected_dead, "{}: dead letters", row.scenario);
+        assert!(row.accepted > 0, "{}: no order was accepted", row.scenario);
+        if fault != Fault::RestartPostgres {
+            assert_eq!(row.client_errors, 0, "{}: clients saw errors", row.scenario);
+        }
+        rows.push(row);
     }
-    let mut all = Tally::default();
-    while let Some(t) = tasks.join_next().await {
-        let t = t.unwrap();
-        all.accepted.extend(t.accepted);
-        all.unavailable += t.unavailable;
-        all.other_errors.extend(t.other_errors);
-        all.slowest = all.slowest.max(t.slowest);
-    }
-    all
-}
-
-/// Every accepted order is terminal, none reserved twice, stock conserved.
-async fn audit(env: &Env, client: &Client, tally: &Tally, initial: i64) {
-    let ids: Vec<String> = tally.accepted.iter().map(|(_, id)| id.clone()).collect();
-    let done = client.wait_terminal(&ids, SETTLE).await;
-    let held: i64 =
-        done.iter().filter(|o| o["status"] == "completed").map(|o| o["items"][0]["quantity"].as_i64().unwrap()).sum();
-    let (available, reserved) = env.stock("bolt");
-    assert_eq!(reserved, held, "reserved stock equals what completed orders hold");
-    assert_eq!(available + reserved, initial, "stock is conserved");
-}
-
-#[tokio::test]
-async fn rabbitmq_stopped_for_10_seconds() {
-    let _serial = SERIAL.lock().await;
-    let Some(env) = Env::postgres(true) else { return };
-    env.set_stock("bolt", 400);
-    let api = Server::start(&env, "api", &[]).await;
-    let _workers = [Server::start(&env, "inventory", &[]).await, Server::start(&env, "notifier", &[]).await];
-    let start = Instant::now();
-    let load = tokio::spawn(drive(api.client.clone(), start + Duration::from_secs(18)));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    run("rabbitmqctl", &["-q", "stop_app"]);
-    let stopped = Instant::now();
-    tokio::time::sleep(Duration::from_secs(10)).await;
-    let restarted = Instant::now();
-    run("rabbitmqctl", &["-q", "start_app"]);
-    let tally = load.await.unwrap();
-    assert!(tally.other_errors.is_empty(), "errors seen by clients: {:?}", tally.other_errors);
-    let during = tally.accepted.iter().filter(|(at, _)| *at > stopped && *at < restarted).count();
-    assert!(during > 0, "orders are accepted into the outbox while RabbitMQ is down");
-    audit(&env, &api.client, &tally, 400).await;
-}
-
-#[tokio::test]
-async fn postgres_restarted_under_load() {
-    let _serial = SERIAL.lock().await;
-    let Some(env) = Env::postgres(true) else { return };
-    env.set_stock("bolt", 400);
-    let api = Server::start(&env, "api", &[]).await;
-    let _workers = [Server::start(&env, "inventory", &[]).await, Server::start(&env, "notifier", &[]).await];
-    let load = tokio::spawn(drive(api.client.clone(), Instant::now() + Duration::from_secs(14)));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    pg_cluster("stop");
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    pg_cluster("start");
-    let tally = load.await.unwrap();
-    assert!(tally.unavailable > 0, "the API answered 503 while PostgreSQL was down");
-    assert!(tally.other_errors.is_empty(), "only 503s during the outage: {:?}", tally.other_errors);
-    assert!(tally.slowest < Duration::from_secs(5), "no request hung: slowest took {:?}", tally.slowest);
-    audit(&env, &api.client, &tally, 400).await;
+    let table: Vec<String> = rows.iter().map(Row::line).collect();
+    report(&format!("\nfault suite\n{}\n{}", Row::HEADER, table.join("\n")));
 }

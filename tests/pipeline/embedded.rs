@@ -180,3 +180,35 @@ async fn failing_messages_are_dead_lettered_and_replayed() {
     .await;
     assert_eq!(env.stock("burger"), (97, 3));
 }
+
+/// Past its in-flight limit a replica answers 503 with Retry-After at once
+/// instead of queueing requests until they time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_is_shed_quickly() {
+    let env = Env::embedded();
+    let server = Server::start(&env, "run", &["--max-in-flight", "2"]).await;
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let c = server.client.clone();
+            tokio::spawn(async move {
+                let resp = c.post("/orders", &order(&format!("busy{i}"), &[("pen", 1)]), None).await;
+                let retry_after = resp.headers().get("retry-after").is_some();
+                (resp.status().as_u16(), retry_after, resp.json::<Value>().await.unwrap())
+            })
+        })
+        .collect();
+    let (mut accepted, mut shed) = (0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            (202, _, _) => accepted += 1,
+            (503, true, body) => {
+                assert_eq!(body["error"]["code"], "overloaded");
+                shed += 1;
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+    assert!(accepted > 0 && shed > 0, "{accepted} accepted, {shed} shed");
+    assert!(started.elapsed() < Duration::from_secs(10), "answers came fast: {:?}", started.elapsed());
+}

@@ -48,8 +48,18 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::now_v7().simple())
 }
 
+/// Runs SQL with psql, passing it on stdin (it may be longer than a command line).
 fn psql(url: &str, sql: &str) -> Result<String, String> {
-    let out = Command::new("psql").args(["-qtA", "-v", "ON_ERROR_STOP=1", url, "-c", sql]).output();
+    let child = Command::new("psql")
+        .args(["-qtA", "-v", "ON_ERROR_STOP=1", url, "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let out = child.and_then(|mut child| {
+        child.stdin.take().expect("stdin").write_all(sql.as_bytes())?;
+        child.wait_with_output()
+    });
     match out {
         Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
         Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),

@@ -1,0 +1,97 @@
+//! After a fault, once the system is idle: what the clients saw and what the
+//! store holds, as one row of the report.
+
+use crate::helpers::Env;
+use crate::load::Tally;
+use std::time::{Duration, Instant};
+
+pub struct Row {
+    pub scenario: &'static str,
+    pub sent: usize,
+    pub accepted: usize,
+    pub client_errors: usize,
+    pub lost: usize,
+    pub reserved_twice: i64,
+    pub stock_conserved: bool,
+    pub dead_letters: usize,
+    pub duplicate_retries: usize,
+}
+
+impl Row {
+    pub const HEADER: &'static str = "| scenario | requests | 202 | 5xx/errors seen by clients | lost | reserved twice | stock conserved | DLQ | retries that duplicated |\n|---|---|---|---|---|---|---|---|---|";
+
+    pub fn line(&self) -> String {
+        format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.scenario,
+            self.sent,
+            self.accepted,
+            self.client_errors,
+            self.lost,
+            self.reserved_twice,
+            if self.stock_conserved { "yes" } else { "NO" },
+            self.dead_letters,
+            self.duplicate_retries
+        )
+    }
+}
+
+/// Waits until no order is in flight and the queues are drained.
+pub async fn wait_idle(env: &Env, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let open = env.sql("SELECT count(*) FROM orders WHERE status IN ('placed', 'reserved')");
+        let outbox = env.sql("SELECT count(*) FROM messages");
+        if open == "0" && outbox == "0" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not idle after {timeout:?}: {open} orders open, {outbox} in the outbox");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn audit(
+    env: &Env,
+    scenario: &'static str,
+    tally: &Tally,
+    skus: &[String],
+    initial: i64,
+    dead_letters: usize,
+) -> Row {
+    let ids: Vec<String> = tally.accepted.iter().map(|id| format!("'{id}'")).collect();
+    let found: usize = if ids.is_empty() {
+        0
+    } else {
+        env.sql(&format!(
+            "SELECT count(*) FROM orders WHERE status IN ('completed', 'rejected') AND id IN ({})",
+            ids.join(",")
+        ))
+        .parse()
+        .unwrap()
+    };
+    let sku_list: Vec<String> = skus.iter().map(|s| format!("'{s}'")).collect();
+    let sku_list = sku_list.join(",");
+    let held: i64 = env
+        .sql(&format!(
+            "SELECT coalesce(sum((item->>'quantity')::bigint), 0) FROM orders, jsonb_array_elements(items) item
+             WHERE status = 'completed' AND item->>'sku' IN ({sku_list})"
+        ))
+        .parse()
+        .unwrap();
+    let totals = env.sql(&format!(
+        "SELECT coalesce(sum(available), 0) || ' ' || coalesce(sum(reserved), 0) FROM inventory WHERE sku IN ({sku_list})"
+    ));
+    let (available, reserved) =
+        totals.split_once(' ').map(|(a, r)| (a.parse::<i64>().unwrap(), r.parse::<i64>().unwrap())).unwrap();
+    Row {
+        scenario,
+        sent: tally.sent,
+        accepted: tally.accepted.len(),
+        client_errors: tally.server_errors + tally.transport_errors,
+        lost: tally.accepted.len() - found,
+        reserved_twice: reserved - held,
+        stock_conserved: available + reserved == initial * skus.len() as i64,
+        dead_letters,
+        duplicate_retries: tally.duplicate_retries,
+    }
+}

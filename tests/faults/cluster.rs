@@ -1,0 +1,75 @@
+//! The distributed topology under test, run by `scripts/cluster`: the same
+//! script an operator uses, so the suite exercises what is shipped.
+
+use crate::helpers::{Env, BIN};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+
+pub struct Cluster {
+    pub port: u16,
+    dir: PathBuf,
+    database_url: String,
+    broker_url: String,
+}
+
+/// A port with a few free ones after it (for the replicas).
+fn free_port_block(n: u16) -> u16 {
+    loop {
+        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if base < 60000 && (1..=n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
+impl Cluster {
+    pub fn up(env: &Env) -> Cluster {
+        let cluster = Cluster {
+            port: free_port_block(4),
+            dir: env.dir.path().join("cluster"),
+            database_url: env.database_url.clone(),
+            broker_url: env.broker_url.clone(),
+        };
+        cluster.script(&["up"]);
+        cluster
+    }
+
+    pub fn script(&self, args: &[&str]) -> String {
+        let root = env!("CARGO_MANIFEST_DIR");
+        let out = Command::new(format!("{root}/scripts/cluster"))
+            .args(args)
+            .env("CLUSTER_DIR", &self.dir)
+            .env("CLUSTER_PORT", self.port.to_string())
+            .env("ORDERFLOW_DATABASE_URL", &self.database_url)
+            .env("ORDERFLOW_BROKER_URL", &self.broker_url)
+            .env("ORDERFLOW_BIN", BIN)
+            .output()
+            .expect("scripts/cluster");
+        assert!(
+            out.status.success(),
+            "scripts/cluster {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn kill(&self, name: &str) {
+        self.script(&["kill", name]);
+    }
+
+    pub fn start(&self, name: &str) {
+        self.script(&["start", name]);
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Command::new(format!("{}/scripts/cluster", env!("CARGO_MANIFEST_DIR")))
+            .arg("down")
+            .env("CLUSTER_DIR", &self.dir)
+            .env("CLUSTER_PORT", self.port.to_string())
+            .output();
+    }
+}
