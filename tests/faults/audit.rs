@@ -10,6 +10,7 @@ pub struct Row {
     pub sent: usize,
     pub accepted: usize,
     pub client_errors: usize,
+    pub transport_errors: usize,
     pub lost: usize,
     pub reserved_twice: i64,
     pub stock_conserved: bool,
@@ -22,11 +23,12 @@ impl Row {
 
     pub fn line(&self) -> String {
         format!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {}{} | {} | {} | {} | {} | {} |",
             self.scenario,
             self.sent,
             self.accepted,
             self.client_errors,
+            if self.transport_errors > 0 { format!(" ({} without an answer)", self.transport_errors) } else { String::new() },
             self.lost,
             self.reserved_twice,
             if self.stock_conserved { "yes" } else { "NO" },
@@ -88,6 +90,7 @@ pub fn audit(
         sent: tally.sent,
         accepted: tally.accepted.len(),
         client_errors: tally.server_errors + tally.transport_errors,
+        transport_errors: tally.transport_errors,
         lost: tally.accepted.len() - found,
         reserved_twice: reserved - held,
         stock_conserved: available + reserved == initial * skus.len() as i64,
