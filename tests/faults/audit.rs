@@ -28,7 +28,11 @@ impl Row {
             self.sent,
             self.accepted,
             self.client_errors,
-            if self.transport_errors > 0 { format!(" ({} without an answer)", self.transport_errors) } else { String::new() },
+            if self.transport_errors > 0 {
+                format!(" ({} without an answer)", self.transport_errors)
+            } else {
+                String::new()
+            },
             self.lost,
             self.reserved_twice,
             if self.stock_conserved { "yes" } else { "NO" },
