@@ -128,13 +128,26 @@ pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrde
     Ok(accepted(placed))
 }
 
+/// The body of a `202`, in the shape existing clients expect.
+#[derive(serde::Serialize)]
+struct Accepted {
+    order_id: OrderId,
+    status: &'static str,
+    message: &'static str,
+    timestamp: String,
+}
+
 fn accepted(placed: Placed) -> Response {
-    let body = json!({
-        "order_id": placed.id,
-        "status": "accepted",
-        "message": if placed.replayed { "Order already accepted for this Idempotency-Key" } else { "Order accepted for processing" },
-        "timestamp": format_millis(placed.created_at),
-    });
+    let body = Accepted {
+        order_id: placed.id,
+        status: "accepted",
+        message: if placed.replayed {
+            "Order already accepted for this Idempotency-Key"
+        } else {
+            "Order accepted for processing"
+        },
+        timestamp: format_millis(placed.created_at),
+    };
     let mut response = (StatusCode::ACCEPTED, Json(body)).into_response();
     let location = HeaderValue::from_str(&format!("/orders/{}", placed.id)).expect("an order id is a valid header");
     response.headers_mut().insert(header::LOCATION, location);
