@@ -14,7 +14,7 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 use crate::broker::{Publisher, RetryPolicy};
-use crate::domain::{Event, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
@@ -51,6 +51,35 @@ pub struct PlaceOrder {
     pub order: NewOrder,
     /// The key and a hash of the request it came with.
     pub idempotency: Option<(IdempotencyKey, String)>,
+}
+
+/// An order rendered for storage. The JSON is built on the caller's task,
+/// before the order reaches the writer that every order shares.
+#[derive(Debug)]
+pub(crate) struct PreparedOrder {
+    pub id: OrderId,
+    pub customer_id: String,
+    /// The items as a JSON array.
+    pub items: String,
+    /// The `OrderPlaced` event, as JSON.
+    pub event: String,
+    /// The idempotency key and the request's hash.
+    pub idempotency: Option<(String, String)>,
+}
+
+impl PreparedOrder {
+    pub fn new(p: PlaceOrder) -> Result<Self, StoreError> {
+        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
+        let customer_id = p.order.customer_id.as_str().to_owned();
+        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
+        Ok(Self {
+            id: p.id,
+            customer_id,
+            items,
+            event,
+            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
+        })
+    }
 }
 
 /// What storing an order did.

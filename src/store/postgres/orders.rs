@@ -16,8 +16,8 @@
 //! Keys are claimed in sorted order so two batches never deadlock on them.
 
 use super::{db_err, order_id_of, pool_err, uuid_of, NOTIFY_MESSAGES};
-use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
-use crate::store::{OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition, QUEUE_ORDER_EVENTS};
+use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
+use crate::store::{OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS};
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -35,33 +35,6 @@ const BATCHES_IN_FLIGHT: usize = 4;
 pub(super) struct Pending {
     pub(super) order: PreparedOrder,
     pub(super) reply: oneshot::Sender<Result<Placed, StoreError>>,
-}
-
-/// An order rendered before it reaches the writer, so the JSON is built on
-/// the caller's task rather than on the path every order shares.
-pub(super) struct PreparedOrder {
-    id: OrderId,
-    uuid: Uuid,
-    customer_id: String,
-    items: String,
-    event: String,
-    idempotency: Option<(String, String)>,
-}
-
-impl PreparedOrder {
-    pub(super) fn new(p: PlaceOrder) -> Result<Self, StoreError> {
-        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
-        let customer_id = p.order.customer_id.as_str().to_owned();
-        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
-        Ok(Self {
-            id: p.id,
-            uuid: uuid_of(p.id),
-            customer_id,
-            items,
-            event,
-            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
-        })
-    }
 }
 
 /// Gathers waiting orders into batches until every sender is gone.
@@ -144,7 +117,7 @@ async fn place_batch(
     if !claims.is_empty() {
         let keys: Vec<&str> = claims.iter().map(|(k, _)| *k).collect();
         let hashes: Vec<&str> = claims.iter().map(|(_, i)| hash_of(&orders[*i])).collect();
-        let ids: Vec<Uuid> = claims.iter().map(|(_, i)| orders[*i].uuid).collect();
+        let ids: Vec<Uuid> = claims.iter().map(|(_, i)| uuid_of(orders[*i].id)).collect();
         let claim = tx
             .prepare_cached(
                 "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at)
@@ -203,7 +176,7 @@ async fn place_batch(
     }
 
     if !fresh.is_empty() {
-        let ids: Vec<Uuid> = fresh.iter().map(|o| o.uuid).collect();
+        let ids: Vec<Uuid> = fresh.iter().map(|o| uuid_of(o.id)).collect();
         let customers: Vec<&str> = fresh.iter().map(|o| o.customer_id.as_str()).collect();
         let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
         let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();

@@ -13,8 +13,8 @@ mod pipeline;
 mod queue;
 
 use super::{
-    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
-    StockLevel, Store, StoreError,
+    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
+    QueueStore, StockLevel, Store, StoreError,
 };
 use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, OrderId};
@@ -152,7 +152,7 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
-        let order = orders::PreparedOrder::new(order)?;
+        let order = PreparedOrder::new(order)?;
         self.write_checked_first(move |c| orders::place(c, order)).await
     }
 

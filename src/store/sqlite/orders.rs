@@ -1,8 +1,10 @@
 //! Orders: accepting them, reading them back, paging through them.
 
 use super::db_err;
-use crate::domain::{format_millis, now_millis, Event, EventType, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
-use crate::store::{queue_for, OrderFilter, OrderView, PlaceOrder, Placed, StoreError, Transition, QUEUE_ORDER_EVENTS};
+use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
+use crate::store::{
+    queue_for, OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::Cell;
 
@@ -57,35 +59,9 @@ pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>
     status.map(|s| s.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))).transpose()
 }
 
-/// An order rendered for the writer: the strings are built before the job
-/// reaches the writer thread, which is the one resource every order shares.
-pub(super) struct PreparedOrder {
-    id: OrderId,
-    id_text: String,
-    customer_id: String,
-    items: String,
-    event: String,
-    idempotency: Option<(String, String)>,
-}
-
-impl PreparedOrder {
-    pub(super) fn new(p: PlaceOrder) -> Result<Self, StoreError> {
-        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
-        let customer_id = p.order.customer_id.as_str().to_owned();
-        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
-        Ok(Self {
-            id: p.id,
-            id_text: p.id.to_string(),
-            customer_id,
-            items,
-            event,
-            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
-        })
-    }
-}
-
 pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, StoreError> {
     let now = now_millis();
+    let id = p.id.to_string();
     if let Some((key, hash)) = &p.idempotency {
         let seen: Option<(String, String, i64)> = conn
             .prepare_cached("SELECT request_hash, order_id, created_at FROM idempotency_keys WHERE key = ?1")
@@ -101,13 +77,13 @@ pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, Store
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)",
         )
-        .and_then(|mut s| s.execute(params![key, hash, p.id_text, now]))
+        .and_then(|mut s| s.execute(params![key, hash, id, now]))
         .map_err(db_err)?;
     }
     conn.prepare_cached(
         "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, ?2, 'placed', ?3, ?4, ?4)",
     )
-    .and_then(|mut s| s.execute(params![p.id_text, p.customer_id, p.items, now]))
+    .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
     .map_err(db_err)?;
     enqueue_raw(conn, QUEUE_ORDER_EVENTS, ROUTE_ORDER_PLACED, &p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
