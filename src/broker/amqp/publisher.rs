@@ -29,20 +29,24 @@ impl AmqpPublisher {
 #[async_trait]
 impl Publisher for AmqpPublisher {
     async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), StoreError> {
-        let mut slot = self.channel.lock().await;
-        let channel = match slot.as_ref().filter(|c| c.status().connected()) {
-            Some(c) => c.clone(),
-            None => {
-                let c = self.link.channel().await?;
-                c.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp_err)?;
-                *slot = Some(c.clone());
-                c
+        // The lock only hands out the channel: batches from several relay
+        // loops are published on it at the same time.
+        let channel = {
+            let mut slot = self.channel.lock().await;
+            match slot.as_ref().filter(|c| c.status().connected()) {
+                Some(c) => c.clone(),
+                None => {
+                    let c = self.link.channel().await?;
+                    c.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp_err)?;
+                    *slot = Some(c.clone());
+                    c
+                }
             }
         };
         let result = publish_all(&channel, batch).await;
         if result.is_err() {
             // Start over on a fresh channel next time.
-            *slot = None;
+            *self.channel.lock().await = None;
         }
         result
     }
