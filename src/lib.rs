@@ -8,9 +8,9 @@
 //! lost and nothing happens twice.
 //!
 //! - [`domain`]: validated values, statuses and events; no I/O.
-//! - [`store`]: the `Store` trait and its SQLite implementation.
-//! - [`broker`]: the `Broker` trait and the `db` broker.
-//! - [`services`]: the inventory service and the notifier.
+//! - [`store`]: the `Store` and `QueueStore` traits; SQLite and PostgreSQL.
+//! - [`broker`]: the `Broker` trait; the `db` broker and RabbitMQ.
+//! - [`services`]: the inventory service, the notifier and the outbox relay.
 //! - [`api`]: the HTTP API.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
 

@@ -224,15 +224,13 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
     /// Moves dead letters back to their queue; `None` replays them all.
     async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError>;
-    /// Changes after every commit that queued messages in this process.
+    /// Changes when messages were queued: after this process's commits, and
+    /// (PostgreSQL, through LISTEN/NOTIFY) after other processes' too.
     fn message_signal(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Publishes up to `max` outbox rows through `publisher` and deletes them
     /// once confirmed; returns how many went out. Rows are never published
     /// by two relays at the same time.
-    async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
-        let _ = (max, publisher);
-        Err(StoreError::Other(anyhow::anyhow!("this store cannot relay its outbox")))
-    }
+    async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError>;
 }
 
 /// A store that is also a queue: what the embedded mode runs on.
