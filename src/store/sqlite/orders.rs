@@ -27,28 +27,30 @@ fn enqueue_raw(conn: &Connection, queue: &str, routing_key: &str, body: &str) ->
     Ok(())
 }
 
-/// Records a status change and when it happened.
+/// Moves an order from `from` to `to`, recording when. Returns false, and
+/// changes nothing, when the order is missing or no longer in `from`: the
+/// guard that makes a repeated event harmless.
 pub(super) fn transition(
     conn: &Connection,
     id: OrderId,
-    status: Status,
+    from: Status,
+    to: Status,
     reason: Option<&str>,
     now: i64,
-) -> Result<(), StoreError> {
-    let sql = match status {
-        Status::Placed => return Err(StoreError::Other(anyhow::anyhow!("an order is placed only once"))),
-        Status::Reserved => {
-            "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1"
-        }
-        Status::Completed => {
-            "UPDATE orders SET status = 'completed', reason = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1"
-        }
-        Status::Rejected => {
-            "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1"
-        }
+) -> Result<bool, StoreError> {
+    if !from.can_become(to) {
+        return Err(StoreError::Other(anyhow::anyhow!("an order cannot go from {from} to {to}")));
+    }
+    let sql = match to {
+        Status::Reserved => "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1 AND status = ?4",
+        Status::Completed => "UPDATE orders SET status = 'completed', reason = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = ?4",
+        _ => "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1 AND status = ?4",
     };
-    conn.prepare_cached(sql).and_then(|mut s| s.execute(params![id.to_string(), reason, now])).map_err(db_err)?;
-    Ok(())
+    let changed = conn
+        .prepare_cached(sql)
+        .and_then(|mut s| s.execute(params![id.to_string(), reason, now, from.as_str()]))
+        .map_err(db_err)?;
+    Ok(changed == 1)
 }
 
 pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>, StoreError> {

@@ -11,16 +11,18 @@ use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
-/// True when `consumer` has applied `event` before.
-fn seen(conn: &Connection, consumer: &str, event: &Event) -> Result<bool, StoreError> {
-    conn.prepare_cached("SELECT 1 FROM inbox WHERE consumer = ?1 AND event_id = ?2")
-        .and_then(|mut s| s.exists(params![consumer, event.event_id.to_string()]))
-        .map_err(db_err)
+/// Records `event` in `consumer`'s inbox; false when it was there already.
+fn remember(conn: &Connection, consumer: &str, event: &Event, now: i64) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached("INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)")
+        .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string(), now]))
+        .map_err(db_err)?;
+    Ok(inserted == 1)
 }
 
-fn remember(conn: &Connection, consumer: &str, event: &Event, now: i64) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string(), now]))
+fn forget(conn: &Connection, consumer: &str, event: &Event) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM inbox WHERE consumer = ?1 AND event_id = ?2")
+        .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string()]))
         .map_err(db_err)?;
     Ok(())
 }
@@ -31,27 +33,17 @@ struct Level {
     taken: i64,
 }
 
+/// Reserves stock for each `OrderPlaced` event. The inbox insert and the
+/// guarded status update come first and decide whether anything happens, so
+/// the common path does no extra reads.
 pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut levels: HashMap<String, Level> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
-        if seen(conn, consumer, &event)? {
+        if !remember(conn, consumer, &event, now)? {
             outcomes.push(Handled::Duplicate);
             continue;
-        }
-        match status_of(conn, event.order_id)? {
-            None => {
-                outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
-                continue;
-            }
-            Some(Status::Placed) => {}
-            // Already decided by an earlier delivery under another event id.
-            Some(_) => {
-                remember(conn, consumer, &event, now)?;
-                outcomes.push(Handled::Duplicate);
-                continue;
-            }
         }
         let wanted = NewOrder::quantities_by_sku(&event.items);
         let mut problem = None;
@@ -73,20 +65,26 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
             };
             break;
         }
+        let to = if problem.is_none() { Status::Reserved } else { Status::Rejected };
+        if !transition(conn, event.order_id, Status::Placed, to, problem.as_deref(), now)? {
+            if status_of(conn, event.order_id)?.is_none() {
+                forget(conn, consumer, &event)?;
+                outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+            } else {
+                // Already decided by an earlier delivery under another event id.
+                outcomes.push(Handled::Duplicate);
+            }
+            continue;
+        }
         let next = match problem {
             None => {
                 for (sku, qty) in &wanted {
                     levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
                 }
-                transition(conn, event.order_id, Status::Reserved, None, now)?;
                 event.follow(EventType::InventoryReserved, None)
             }
-            Some(reason) => {
-                transition(conn, event.order_id, Status::Rejected, Some(&reason), now)?;
-                event.follow(EventType::InventoryFailed, Some(reason))
-            }
+            Some(reason) => event.follow(EventType::InventoryFailed, Some(reason)),
         };
-        remember(conn, consumer, &event, now)?;
         enqueue(conn, &next)?;
         outcomes.push(Handled::Done);
     }
@@ -100,34 +98,36 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
     Ok(outcomes)
 }
 
+/// Records a notification for each inventory outcome and completes reserved
+/// orders. The notifications table, keyed by event id, is the inbox.
 pub(super) fn notify(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
-        let Some(status) = status_of(conn, event.order_id)? else {
-            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
-            continue;
-        };
         let Some((kind, message)) = event.notification() else {
             outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
             continue;
         };
-        // The notifications table, keyed by event id, is the notifier's inbox.
+        let (event_id, order_id) = (event.event_id.to_string(), event.order_id.to_string());
         let inserted = conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
-            .and_then(|mut s| {
-                s.execute(params![event.event_id.to_string(), event.order_id.to_string(), consumer, kind, message, now])
-            })
+            .and_then(|mut s| s.execute(params![event_id, order_id, consumer, kind, message, now]))
             .map_err(db_err)?;
         if inserted == 0 {
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        if event.event_type == EventType::InventoryReserved && status == Status::Reserved {
-            transition(conn, event.order_id, Status::Completed, None, now)?;
+        let completed = event.event_type == EventType::InventoryReserved
+            && transition(conn, event.order_id, Status::Reserved, Status::Completed, None, now)?;
+        if !completed && status_of(conn, event.order_id)?.is_none() {
+            conn.prepare_cached("DELETE FROM notifications WHERE event_id = ?1")
+                .and_then(|mut s| s.execute([&event_id]))
+                .map_err(db_err)?;
+            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
+            continue;
         }
         outcomes.push(Handled::Done);
     }
