@@ -1,0 +1,108 @@
+//! The `Store` and `QueueStore` traits for SQLite: each method hands its work
+//! to the writer (group commit) or to a read connection.
+
+use super::{db_err, orders, pipeline, queue, SqliteStore};
+use crate::broker::{Publisher, RetryPolicy};
+use crate::domain::{Event, OrderId};
+use crate::store::{
+    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
+    QueueStore, StockLevel, Store, StoreError,
+};
+use async_trait::async_trait;
+use tokio::sync::watch;
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
+        let order = PreparedOrder::new(order)?;
+        self.write_checked_first(move |c| orders::place(c, order)).await
+    }
+
+    async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError> {
+        self.read(move |c| orders::get(c, id)).await
+    }
+
+    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+        self.read(move |c| orders::list(c, filter)).await
+    }
+
+    async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.write(move |c| pipeline::reserve(c, &consumer, events)).await
+    }
+
+    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+        let consumer = consumer.to_owned();
+        self.write(move |c| pipeline::notify(c, &consumer, events)).await
+    }
+
+    async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
+        let sku = sku.to_owned();
+        self.write(move |c| pipeline::set_stock(c, &sku, available)).await
+    }
+
+    async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError> {
+        self.read(pipeline::list_stock).await
+    }
+
+    async fn stats(&self) -> Result<PipelineStats, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare_cached("SELECT status, count(*) FROM orders GROUP BY status").map_err(db_err)?;
+            let orders_by_status = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+                .map_err(db_err)?;
+            let (queued_messages, dead_letters) = queue::counts(c)?;
+            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        if self.writer.is_closed() {
+            return Err(StoreError::Unavailable("writer has stopped".into()));
+        }
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
+    }
+}
+
+#[async_trait]
+impl QueueStore for SqliteStore {
+    async fn consume(
+        &self,
+        consumer: &str,
+        queue: &str,
+        effect: Effect,
+        max: usize,
+        policy: RetryPolicy,
+    ) -> Result<Consumed, StoreError> {
+        let (consumer, queue) = (consumer.to_owned(), queue.to_owned());
+        self.write(move |c| queue::consume(c, &consumer, &queue, effect, max, policy)).await
+    }
+
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |c| queue::dead_letters(c, limit)).await
+    }
+
+    async fn replay(&self, id: Option<i64>) -> Result<u64, StoreError> {
+        self.write(move |c| queue::replay(c, id)).await
+    }
+
+    fn message_signal(&self) -> watch::Receiver<u64> {
+        self.messages.clone()
+    }
+
+    /// SQLite has one writer but no row locks to share the outbox between
+    /// relays: run one relay per database (the consumers' inboxes absorb the
+    /// duplicates two would publish).
+    async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
+        let batch = self.read(move |c| queue::outbox(c, max)).await?;
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        publisher.publish(&batch).await?;
+        let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        self.write(move |c| queue::forget(c, &ids)).await?;
+        Ok(batch.len())
+    }
+}
