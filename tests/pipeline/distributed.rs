@@ -95,6 +95,13 @@ async fn duplicates_and_poison(rabbitmq: bool) {
         env.dead_letters().iter().any(|l| l["body"] == "not json")
     })
     .await;
+    // Replayed, it goes back to its queue and, still poison, to the DLQ again.
+    let replayed = env.cli(&["dlq", "replay", "--all"]);
+    assert!(replayed.contains("replayed 1 message"), "{replayed}");
+    eventually(SETTLE, "the replayed poison message back in the dead-letter queue", || async {
+        env.dead_letters().iter().filter(|l| l["body"] == "not json").count() == 1
+    })
+    .await;
     eventually(SETTLE, "the duplicate delivered and skipped", || async {
         env.sql("SELECT count(*) FROM messages") == "0"
     })
