@@ -92,7 +92,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
         batch_size: args.batch_size as usize,
         retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
     };
-    if roles.relay && !args.without_relay {
+    if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, shutdown.clone()));
     }
     for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {
@@ -100,7 +100,20 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
         }
     }
-    shutdown.cancelled().await;
+    // Run until asked to stop, or until a role ends on its own: a process
+    // that lost its API or a worker must not look alive, so the others stop too.
+    let mut failed = None;
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        Some(ended) = tasks.join_next() => {
+            failed = Some(match ended {
+                Ok(Ok(())) => anyhow::anyhow!("a role stopped unexpectedly"),
+                Ok(Err(e)) => e,
+                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
+            });
+            shutdown.cancel();
+        }
+    }
     tracing::info!("shutting down: finishing work in flight");
     let drain = async {
         while let Some(done) = tasks.join_next().await {
@@ -113,24 +126,33 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
         Err(_) => tracing::warn!("shutdown timed out; unfinished work will be redelivered"),
     }
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }
 
-/// Fires `token` on SIGINT or SIGTERM.
+/// Fires `token` on SIGINT or SIGTERM. The handlers are installed before this
+/// returns, so a signal that arrives early is not lost to its default action.
+#[cfg(unix)]
+pub fn cancel_on_signal(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        token.cancel();
+    });
+}
+
+/// Fires `token` on Ctrl-C.
+#[cfg(not(unix))]
 pub fn cancel_on_signal(token: CancellationToken) {
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
-        #[cfg(unix)]
-        {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
 }
