@@ -227,6 +227,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, messages: watch::Se
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "SQLite commit failed");
         }
+        metrics::counter!("orderflow_store_commits_total").increment(1);
+        metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
         for reply in replies.drain(..) {
             reply(outcome.clone());
         }
