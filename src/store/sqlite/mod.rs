@@ -8,6 +8,7 @@
 //! rolls back its savepoint without touching its neighbours. Reads run on a
 //! small pool of connections beside it, which WAL lets proceed concurrently.
 
+mod checkpoint;
 mod impls;
 mod orders;
 mod pipeline;
@@ -64,9 +65,10 @@ impl SqliteStore {
         .await??;
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let (notify, messages) = watch::channel(0u64);
+        let checkpointer = checkpoint::start(&path)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, notify))
+            .spawn(move || run_writer(conn, rx, notify, checkpointer))
             .context("starting the SQLite writer thread")?;
         Ok(Self { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), messages })
     }
@@ -152,6 +154,7 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.pragma_update(None, "cache_size", -8192)?;
     // Checkpoint less often: the hot pages (the tails of each index) are
     // rewritten by every commit, and a longer WAL copies each of them once.
+    // The copying itself is mostly done beside the writer (`checkpoint`).
     conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
     // Savepoints keep the pages they change in memory, not in a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -195,7 +198,12 @@ fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, S
     result
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, messages: watch::Sender<u64>) {
+fn run_writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    messages: watch::Sender<u64>,
+    checkpointer: checkpoint::Waker,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     let mut replies: Vec<Reply> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
@@ -227,6 +235,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, messages: watch::Se
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "SQLite commit failed");
         }
+        checkpointer.wake();
         metrics::counter!("orderflow_store_commits_total").increment(1);
         metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
         for reply in replies.drain(..) {
