@@ -1,17 +1,19 @@
-//! Checkpoints beside the writer, not inside its commits.
+//! Checkpoints beside the writer, so that commits rarely do one.
 //!
-//! SQLite's automatic checkpoint runs in the committing connection: every few
-//! thousand pages one unlucky commit also copies the whole WAL into the
-//! database and fsyncs it, and every order waiting on that commit waits too.
-//! Here the writer only nudges this thread after a commit; it waits a moment
-//! for more frames, then runs a PASSIVE checkpoint on its own connection,
-//! which copies what it can without ever blocking the writer. With
+//! SQLite's automatic checkpoint runs in the committing connection: every
+//! 16,384 pages one unlucky commit also copies the whole WAL into the
+//! database and syncs it, and every order waiting on that commit waits too.
+//! Here the writer nudges this thread after each commit; it lets frames
+//! gather for a moment, then runs a PASSIVE checkpoint on its own connection,
+//! which copies what it can without blocking the writer. The writer keeps its
+//! automatic checkpoint, the one that lets the WAL start over, but by then
+//! nearly every frame has been copied and it has little left to do. With
 //! `synchronous=FULL` the database file is synced before the copied frames
 //! count as checkpointed, so the WAL is only reused once its content is safe.
 //!
-//! A passive checkpoint cannot finish while readers hold old snapshots. If
-//! the WAL still grows past `WAL_LIMIT` frames, one RESTART checkpoint waits
-//! for them (and briefly for the writer) so that the file is reused.
+//! Should the WAL still grow past `WAL_LIMIT` frames (readers holding old
+//! snapshots can stop a checkpoint from finishing), one RESTART checkpoint
+//! waits for them, and briefly for the writer, so that the file is reused.
 
 use anyhow::Context;
 use rusqlite::Connection;
@@ -67,4 +69,49 @@ fn run(conn: Connection, nudges: Receiver<()>) {
 /// Runs one checkpoint and returns the frames in the WAL.
 fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<i64> {
     conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| r.get::<_, i64>(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku};
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{PlaceOrder, Store};
+    use rusqlite::Connection;
+    use std::time::Duration;
+
+    fn order() -> PlaceOrder {
+        let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
+        let order = NewOrder::new(CustomerId::parse("c1").unwrap(), items).unwrap();
+        PlaceOrder { id: OrderId::new(), order, idempotency: None }
+    }
+
+    /// Orders in the database file alone, as a copy of it without the WAL sees them.
+    fn orders_in_main_file(dir: &std::path::Path) -> i64 {
+        let copy = dir.join("copy.db");
+        std::fs::copy(dir.join("orders.db"), &copy).unwrap();
+        let count = Connection::open(&copy).unwrap().query_row("SELECT count(*) FROM orders", [], |r| r.get(0));
+        std::fs::remove_file(&copy).unwrap();
+        // Before the first checkpoint even the schema is only in the WAL.
+        count.unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn committed_orders_reach_the_database_file_without_waiting_for_a_full_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
+        for _ in 0..20 {
+            store.place_order(order()).await.unwrap();
+        }
+        // 20 orders are far below the writer's own checkpoint threshold: only
+        // the checkpoint thread copies them out of the WAL.
+        let mut seen = 0;
+        for _ in 0..100 {
+            seen = orders_in_main_file(dir.path());
+            if seen == 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(seen, 20, "the checkpoint thread did not copy the committed orders into the database file");
+    }
 }
