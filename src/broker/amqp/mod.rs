@@ -1,7 +1,11 @@
 //! The RabbitMQ broker (`amqp://…`), built on lapin.
 //!
-//! One connection per process, opened on first use and opened again (with the
-//! topology declared again) whenever it is found broken: lapin's automatic
+//! Two connections per process, one to publish and one to consume, as
+//! RabbitMQ advises: when it slows a publisher down (flow control blocks the
+//! publishing connection), acknowledgements and deliveries on the consuming
+//! one keep moving, so the pipeline drains while the outbox is being relayed.
+//! Each is opened on first use and opened again (with the topology declared
+//! again) whenever it is found broken: lapin's automatic
 //! recovery is left off, because a consumer that silently stops after a
 //! broker restart is the failure that matters most here. Each subscription
 //! and the publisher own a channel and notice a broken one on their next call;
@@ -26,7 +30,9 @@ pub use topology::{dead_letter_queue, exchange_for};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 pub struct AmqpBroker {
+    /// Consumers, the dead-letter tools and readiness checks.
     link: Arc<Link>,
+    /// The outbox relay's publishes, on a connection of their own.
     publisher: Arc<publisher::AmqpPublisher>,
     prefetch: u16,
 }
@@ -35,14 +41,22 @@ impl AmqpBroker {
     /// `delivery_limit` is how many deliveries a message gets before RabbitMQ
     /// dead-letters it; `prefetch` bounds unacknowledged deliveries per consumer.
     pub fn new(url: &str, delivery_limit: u32, prefetch: u16) -> Self {
-        let link = Arc::new(Link { url: url.to_owned(), delivery_limit, connection: Mutex::new(None) });
-        Self { publisher: Arc::new(publisher::AmqpPublisher::new(link.clone())), link, prefetch }
+        let link = |name: &'static str| {
+            Arc::new(Link { url: url.to_owned(), name, delivery_limit, connection: Mutex::new(None) })
+        };
+        Self {
+            publisher: Arc::new(publisher::AmqpPublisher::new(link("orderflow-publish"))),
+            link: link("orderflow-consume"),
+            prefetch,
+        }
     }
 }
 
-/// The process's connection to RabbitMQ, replaced when broken.
+/// One of the process's connections to RabbitMQ, replaced when broken.
 pub(crate) struct Link {
     url: String,
+    /// The connection's name, as RabbitMQ's management UI shows it.
+    name: &'static str,
     delivery_limit: u32,
     connection: Mutex<Option<Arc<Connection>>>,
 }
@@ -53,7 +67,7 @@ impl Link {
         if let Some(conn) = slot.as_ref().filter(|c| c.status().connected()) {
             return Ok(conn.clone());
         }
-        let props = ConnectionProperties::default().with_connection_name("orderflow".into());
+        let props = ConnectionProperties::default().with_connection_name(self.name.into());
         let conn = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&self.url, props))
             .await
             .map_err(|_| unavailable("connecting to RabbitMQ timed out"))?
@@ -61,7 +75,7 @@ impl Link {
         let channel = conn.create_channel().await.map_err(amqp_err)?;
         topology::declare(&channel, self.delivery_limit).await?;
         let _ = channel.close(200, "topology declared".into()).await;
-        tracing::info!("connected to RabbitMQ");
+        tracing::info!(connection = self.name, "connected to RabbitMQ");
         let conn = Arc::new(conn);
         *slot = Some(conn.clone());
         Ok(conn)
