@@ -102,15 +102,19 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     }
     // Run until asked to stop, or until a role ends on its own: a process
     // that lost its API or a worker must not look alive, so the others stop too.
+    // A role that ends cleanly because the token fired is no failure: the
+    // token is checked first, and again when a role ends.
     let mut failed = None;
     tokio::select! {
+        biased;
         _ = shutdown.cancelled() => {}
         Some(ended) = tasks.join_next() => {
-            failed = Some(match ended {
-                Ok(Ok(())) => anyhow::anyhow!("a role stopped unexpectedly"),
-                Ok(Err(e)) => e,
-                Err(e) => anyhow::anyhow!("a role panicked: {e}"),
-            });
+            failed = match ended {
+                Ok(Ok(())) if shutdown.is_cancelled() => None,
+                Ok(Ok(())) => Some(anyhow::anyhow!("a role stopped unexpectedly")),
+                Ok(Err(e)) => Some(e),
+                Err(e) => Some(anyhow::anyhow!("a role panicked: {e}")),
+            };
             shutdown.cancel();
         }
     }

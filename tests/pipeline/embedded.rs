@@ -118,7 +118,7 @@ async fn sigterm_finishes_in_flight_work_and_exits_0() {
     let load = load(&server, 1500).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = server.terminate();
-    assert!(status.success(), "exit status {status:?}");
+    assert!(status.success(), "exit status {status:?}; its log:\n{}", server.log());
     let accepted = load.await.unwrap();
     let server = Server::start(&env, "run", &[]).await;
     audit(&env, &server, &accepted, 800).await;

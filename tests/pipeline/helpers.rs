@@ -156,6 +156,7 @@ impl Drop for Env {
 
 /// A running `orderflow` process.
 pub struct Server {
+    log: std::path::PathBuf,
     child: Child,
     pub client: Client,
 }
@@ -164,11 +165,8 @@ impl Server {
     /// Starts `orderflow <role> --listen 127.0.0.1:0 <extra>` and waits until
     /// it listens (the API roles) or has started (the others).
     pub async fn start(env: &Env, role: &str, extra: &[&str]) -> Server {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(env.dir.path().join(format!("{role}.log")))
-            .expect("log file");
+        let log_path = env.dir.path().join(format!("{role}.log"));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         let mut child = Command::new(BIN)
             .args(["--database-url", &env.database_url, "--broker-url", &env.broker_url, role])
             .args(["--listen", "127.0.0.1:0", "--retry-base-ms", "20"])
@@ -190,7 +188,12 @@ impl Server {
             .unwrap_or_else(|| panic!("orderflow {role} did not start; see {}", env.dir.path().display()));
         }
         let client = Client::new(&addr);
-        Server { child, client }
+        Server { log: log_path, child, client }
+    }
+
+    /// What the process has written to its log so far (all its runs with this role).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
