@@ -92,6 +92,37 @@ impl Event {
     pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
     }
+
+    /// Parses a message body that holds one event (an object) or several (a
+    /// non-empty array of them). One bad event makes the whole body poison.
+    pub fn many_from_json(body: &[u8]) -> Result<Vec<Self>, serde_json::Error> {
+        if body.trim_ascii_start().first() != Some(&b'[') {
+            return Self::from_json(body).map(|e| vec![e]);
+        }
+        let events: Vec<Self> = serde_json::from_slice(body)?;
+        if events.is_empty() {
+            return Err(serde::de::Error::invalid_length(0, &"at least one event"));
+        }
+        Ok(events)
+    }
+
+    /// The body of one message carrying `events`, each already JSON: the
+    /// event itself when there is one, else an array of them.
+    pub fn pack_json<'a>(events: impl ExactSizeIterator<Item = &'a str>) -> String {
+        let mut events = events.peekable();
+        if events.len() == 1 {
+            return events.next().expect("one event").to_owned();
+        }
+        let mut body = String::from("[");
+        while let Some(event) = events.next() {
+            body.push_str(event);
+            if events.peek().is_some() {
+                body.push(',');
+            }
+        }
+        body.push(']');
+        body
+    }
 }
 
 #[cfg(test)]
@@ -113,5 +144,25 @@ mod tests {
         // A message whose items break the domain rules is refused too.
         let bad = e.to_json().replace("\"quantity\":2", "\"quantity\":0");
         assert!(Event::from_json(bad.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_body_carries_one_event_or_several() {
+        let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
+        let customer = CustomerId::parse("c1").unwrap();
+        let a = Event::new(EventType::OrderPlaced, OrderId::new(), customer.clone(), items.clone(), None);
+        let b = Event::new(EventType::OrderPlaced, OrderId::new(), customer, items, None);
+        let (ja, jb) = (a.to_json(), b.to_json());
+
+        let one = Event::pack_json([ja.as_str()].into_iter());
+        assert_eq!(one, ja, "a single event travels as itself");
+        assert_eq!(Event::many_from_json(one.as_bytes()).unwrap(), vec![a.clone()]);
+
+        let two = Event::pack_json([ja.as_str(), jb.as_str()].into_iter());
+        assert_eq!(Event::many_from_json(two.as_bytes()).unwrap(), vec![a, b]);
+
+        assert!(Event::many_from_json(b"[]").is_err(), "an empty pack is poison");
+        assert!(Event::many_from_json(format!("[{ja},{{\"event_id\":1}}]").as_bytes()).is_err());
+        assert!(Event::many_from_json(b" [not json").is_err());
     }
 }

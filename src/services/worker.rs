@@ -145,63 +145,94 @@ async fn run_subscribed(
             continue;
         }
         let mut settled = Vec::with_capacity(batch.len());
-        let mut events = Vec::with_capacity(batch.len());
-        let mut tags = Vec::with_capacity(batch.len());
+        let mut parsed = Vec::with_capacity(batch.len());
         for Delivery { tag, body } in batch {
-            match Event::from_json(&body) {
-                Ok(event) => {
-                    events.push(event);
-                    tags.push(tag);
-                }
+            match Event::many_from_json(&body) {
+                Ok(events) => parsed.push((tag, events)),
                 Err(e) => {
                     tracing::warn!(service = service.name(), tag, error = %e, "poison message dead-lettered");
                     settled.push((tag, Settle::DeadLetter));
                 }
             }
         }
-        // Hold the batch until the store takes it. Leaving on shutdown without
-        // settling is safe: the broker delivers the messages again.
-        let results = loop {
-            if events.is_empty() {
-                break Some(Vec::new());
+        // A message may carry many events: apply them in transactions of
+        // about `batch_size` events, whole messages each.
+        let mut applied = Vec::new();
+        let mut stopping = false;
+        let mut rest = &parsed[..];
+        while !rest.is_empty() {
+            let mut take = 0;
+            let mut events = Vec::new();
+            while take < rest.len() && (take == 0 || events.len() + rest[take].1.len() <= settings.batch_size) {
+                events.extend(rest[take].1.iter().cloned());
+                take += 1;
             }
-            match apply(store.as_ref(), service, events.clone()).await {
-                Ok(results) => break Some(results),
-                Err(e) => {
-                    tracing::warn!(service = service.name(), error = %e, "store failed; holding the batch");
-                    if pause(&mut backoff, &shutdown).await {
-                        break None;
+            let (messages, tail) = rest.split_at(take);
+            rest = tail;
+            // Hold the messages until the store takes them. Leaving on shutdown
+            // without settling them is safe: the broker delivers them again.
+            let mut results = loop {
+                match apply(store.as_ref(), service, events.clone()).await {
+                    Ok(results) => break results.into_iter(),
+                    Err(e) => {
+                        tracing::warn!(service = service.name(), error = %e, "store failed; holding the batch");
+                        if pause(&mut backoff, &shutdown).await {
+                            stopping = true;
+                            break Vec::new().into_iter();
+                        }
                     }
                 }
+            };
+            if stopping {
+                break;
             }
-        };
-        let Some(results) = results else { break };
-        let mut applied = Vec::new();
-        for ((tag, event), result) in tags.into_iter().zip(events).zip(results) {
-            settled.push(match result {
-                Handled::Done => {
-                    applied.push(event);
-                    (tag, Settle::Ack)
+            for (tag, events) in messages {
+                // A message is redelivered whole if any of its events must be
+                // tried again; the ones applied now are skipped as duplicates then.
+                let mut settle = Settle::Ack;
+                for event in events {
+                    match results.next().expect("a result for every event") {
+                        Handled::Done => applied.push(event.clone()),
+                        Handled::Duplicate => {}
+                        Handled::Retry(reason) => {
+                            tracing::warn!(service = service.name(), tag, %reason, "event not applied; redelivering");
+                            settle = Settle::Retry;
+                        }
+                    }
                 }
-                Handled::Duplicate => (tag, Settle::Ack),
-                Handled::Retry(reason) => {
-                    tracing::warn!(service = service.name(), tag, %reason, "event not applied; redelivering");
-                    (tag, Settle::Retry)
-                }
-            });
+                settled.push((*tag, settle));
+            }
+            // Settle as each transaction commits, so the broker can deliver
+            // more while the rest of the batch is applied.
+            settle(subscription.as_mut(), std::mem::take(&mut settled), &mut backoff, service).await;
         }
-        match subscription.settle(settled).await {
-            Ok(()) => backoff = FIRST_BACKOFF,
-            Err(e) => tracing::warn!(service = service.name(), error = %e, "settling failed; the broker redelivers"),
-        }
+        settle(subscription.as_mut(), settled, &mut backoff, service).await;
         if service == Service::Notifier {
             applied.iter().for_each(log_notification);
         }
         metrics::counter!("orderflow_events_applied_total", "service" => service.name())
             .increment(applied.len() as u64);
+        if stopping {
+            break;
+        }
     }
     tracing::info!(service = service.name(), "stopped");
     Ok(())
+}
+
+async fn settle(
+    subscription: &mut dyn Subscription,
+    settled: Vec<(u64, Settle)>,
+    backoff: &mut Duration,
+    service: Service,
+) {
+    if settled.is_empty() {
+        return;
+    }
+    match subscription.settle(settled).await {
+        Ok(()) => *backoff = FIRST_BACKOFF,
+        Err(e) => tracing::warn!(service = service.name(), error = %e, "settling failed; the broker redelivers"),
+    }
 }
 
 async fn apply(store: &dyn Store, service: Service, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
