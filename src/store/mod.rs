@@ -121,18 +121,6 @@ pub struct OrderFilter {
     pub limit: usize,
 }
 
-/// SQL that `status = …` implies, written out so both databases can answer
-/// the filter from the partial index that holds such orders (schema version 2
-/// keeps no index on `status` itself, so transitions stay cheap).
-pub(crate) fn status_index_condition(status: Status) -> &'static str {
-    match status {
-        Status::Placed | Status::Reserved => " AND completed_at IS NULL AND rejected_at IS NULL",
-        Status::Rejected => " AND rejected_at IS NOT NULL",
-        // Most orders: the primary key, newest first, finds them at once.
-        Status::Completed => "",
-    }
-}
-
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct StockLevel {
     pub sku: String,

@@ -488,8 +488,8 @@ async fn concurrent_starts_migrate_once_into_a_named_schema() {
     for result in set.join_all().await {
         result.unwrap();
     }
-    let sql = format!("SELECT string_agg(version::text, ',' ORDER BY version) FROM {name}.schema_version");
-    assert_eq!(admin.query_one(&sql, &[]).await.unwrap().get::<_, String>(0), "1,2", "each version applied once");
+    let sql = format!("SELECT count(*) FROM {name}.schema_version");
+    assert_eq!(admin.query_one(&sql, &[]).await.unwrap().get::<_, i64>(0), 1);
     assert!(PostgresStore::open(&with_param(&base_url(), "schema=bad-name")).await.is_err());
 }
 

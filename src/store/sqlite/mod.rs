@@ -164,18 +164,14 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
 }
 
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite.sql"), include_str!("../migrations/sqlite-2.sql")];
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    // Read under the write lock, so two processes never apply a step twice.
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (n, script) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let step = conn.execute_batch(&format!("{script} PRAGMA user_version = {};", n + 1));
-        if let Err(e) = step {
-            let _ = conn.execute_batch("ROLLBACK");
-            return Err(e).with_context(|| format!("migrating the SQLite schema to version {}", n + 1));
-        }
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {} PRAGMA user_version = 1; COMMIT;",
+            include_str!("../migrations/sqlite.sql")
+        ))
+        .context("migrating the SQLite schema")?;
     }
-    conn.execute_batch("COMMIT").context("committing the SQLite migration")?;
     Ok(())
 }
 
@@ -283,57 +279,4 @@ impl ReadPool {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Other(anyhow::Error::new(e))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::SqliteStore;
-    use crate::domain::Status;
-    use crate::store::{OrderFilter, Store};
-    use rusqlite::Connection;
-
-    #[tokio::test]
-    async fn a_version_1_database_is_upgraded_and_found_by_status() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("old.db");
-        let old = Connection::open(&path).unwrap();
-        old.execute_batch(&format!("{} PRAGMA user_version = 1;", include_str!("../migrations/sqlite.sql"))).unwrap();
-        for (n, status, times) in [
-            (1, "completed", "1, 2, NULL"),
-            (2, "rejected", "NULL, NULL, 2"),
-            (3, "reserved", "1, NULL, NULL"),
-            (4, "placed", "NULL, NULL, NULL"),
-        ] {
-            old.execute_batch(&format!(
-                "INSERT INTO orders (id, customer_id, status, reason, items, created_at, updated_at,
-                                     reserved_at, completed_at, rejected_at)
-                 VALUES ('01a21000-0000-7000-8000-00000000000{n}', 'c1', '{status}', NULL, '[]', 0, 0, {times})"
-            ))
-            .unwrap();
-        }
-        drop(old);
-
-        let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
-        for status in [Status::Placed, Status::Reserved, Status::Completed, Status::Rejected] {
-            let found = store.list_orders(OrderFilter { status: Some(status), limit: 10, ..Default::default() }).await;
-            let found: Vec<Status> = found.unwrap().iter().map(|o| o.status).collect();
-            assert_eq!(found, vec![status], "orders with status {status}");
-        }
-
-        let conn = Connection::open(&path).unwrap();
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
-        assert_eq!(version, 2);
-        // The status filters read the partial indexes, not the whole table.
-        for (status, index) in [("rejected", "orders_rejected"), ("placed", "orders_open")] {
-            let condition = crate::store::status_index_condition(status.parse().unwrap());
-            let plan: String = conn
-                .query_row(
-                    &format!("EXPLAIN QUERY PLAN SELECT id FROM orders WHERE status = ?1{condition} ORDER BY id DESC"),
-                    [status],
-                    |r| r.get(3),
-                )
-                .unwrap();
-            assert!(plan.contains(index), "status {status}: {plan}");
-        }
-    }
 }

@@ -3,8 +3,7 @@
 use super::db_err;
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
-    queue_for, status_index_condition, OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition,
-    QUEUE_ORDER_EVENTS,
+    queue_for, OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::Cell;
@@ -137,7 +136,6 @@ pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, 
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned());
         sql.push_str(&format!(" AND status = ?{}", args.len()));
-        sql.push_str(status_index_condition(status));
     }
     if let Some(customer) = f.customer_id {
         args.push(customer);
