@@ -110,6 +110,65 @@ async fn duplicates_and_poison(rabbitmq: bool) {
     assert_eq!(env.sql("SELECT count(*) FROM inbox WHERE consumer = 'inventory'"), "2");
 }
 
+/// Two events written in one statement, so the RabbitMQ relay carries them in
+/// one message: a repeat of an applied event, and one for an order that does
+/// not exist. The second is retried up to the limit, then dead-lettered (with
+/// RabbitMQ, its whole message: the repeat with it); the repeat reserves
+/// nothing, and orders placed afterwards finish.
+async fn a_failing_event_beside_a_good_one(rabbitmq: bool) {
+    let Some(env) = Env::postgres(rabbitmq) else { return };
+    env.set_stock("kettle", 10);
+    let (api, _workers) = cluster(&env).await;
+    let first = api.client.place(&order("pack", &[("kettle", 3)])).await;
+    api.client.wait_terminal(std::slice::from_ref(&first), SETTLE).await;
+    let applied = env.sql("SELECT event_id FROM inbox WHERE consumer = 'inventory'");
+    let missing = uuid::Uuid::now_v7().to_string();
+    let event = |event_id: &str, order_id: &str| {
+        json!({
+            "event_id": event_id, "event_type": "OrderPlaced", "order_id": order_id,
+            "timestamp": "2026-01-01T00:00:00Z", "customer_id": "pack", "items": [{"sku": "kettle", "quantity": 3}]
+        })
+        .to_string()
+    };
+    env.sql(&format!(
+        "INSERT INTO messages (queue, routing_key, body)
+         VALUES ('order-events', 'order.placed', '{}'), ('order-events', 'order.placed', '{}')",
+        event(&applied, &first),
+        event(&uuid::Uuid::now_v7().to_string(), &missing)
+    ));
+    eventually(SETTLE, "the missing order's event in the dead-letter queue", || async {
+        env.dead_letters().iter().any(|l| l["body"].as_str().is_some_and(|b| b.contains(&missing)))
+    })
+    .await;
+    let letters = env.dead_letters();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let body: serde_json::Value = serde_json::from_str(letters[0]["body"].as_str().unwrap()).unwrap();
+    if rabbitmq {
+        let carried: Vec<&str> =
+            body.as_array().expect("a pack").iter().map(|e| e["order_id"].as_str().unwrap()).collect();
+        assert_eq!(carried, [first.as_str(), missing.as_str()], "one message carried both events");
+        // Retried to the limit, not refused as unreadable.
+        assert_eq!(letters[0]["error"], "delivery_limit", "{letters:?}");
+    } else {
+        assert_eq!(body["order_id"], missing.as_str());
+        assert_eq!(letters[0]["error"], format!("order {missing} not found"), "{letters:?}");
+    }
+    let second = api.client.place(&order("pack", &[("kettle", 3)])).await;
+    let done = api.client.wait_terminal(&[second], SETTLE).await;
+    assert_eq!(done[0]["status"], "completed");
+    assert_eq!(env.stock("kettle"), (4, 6), "the repeat reserved nothing");
+}
+
+#[tokio::test]
+async fn a_failing_event_beside_a_good_one_postgres_db() {
+    a_failing_event_beside_a_good_one(false).await;
+}
+
+#[tokio::test]
+async fn a_failing_event_beside_a_good_one_postgres_rabbitmq() {
+    a_failing_event_beside_a_good_one(true).await;
+}
+
 #[tokio::test]
 async fn competing_workers_postgres_db() {
     competing_workers(false).await;
