@@ -6,10 +6,12 @@
 //! messages, or a short poll finds messages written by another process or
 //! retries whose delay has passed.
 //!
-//! With a network broker each turn takes a batch of deliveries, dead-letters
-//! the ones that are not valid events, applies the rest in one store
-//! transaction and only then settles them with the broker. The batch is held
-//! while the store is down, so an outage does not burn delivery attempts.
+//! With a network broker each turn takes a batch of deliveries (a message
+//! carries one event or several), dead-letters the ones that are not valid
+//! events, applies the rest in store transactions of about `batch_size`
+//! events, whole messages each, and settles each transaction's messages with
+//! the broker only after it commits. A batch is held while the store is
+//! down, so an outage does not burn delivery attempts.
 //!
 //! Either way a failure backs off, doubling the pause up to a few seconds.
 
