@@ -150,6 +150,10 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
+    // Room for every statement the writer runs (about 25). The cache is LRU:
+    // with the default 16, a busy mix of orders with idempotency keys and
+    // rejections would evict and prepare statements again on every commit.
+    conn.set_prepared_statement_cache_capacity(64);
     // A modest page cache: SQLite walks all of it on every commit.
     conn.pragma_update(None, "cache_size", -8192)?;
     // Checkpoint less often: the hot pages (the tails of each index) are
