@@ -67,6 +67,15 @@ async fn competing_workers(rabbitmq: bool) {
     assert_eq!(reservations, 500, "each event applied once");
 }
 
+/// An `OrderPlaced` event written by hand, as JSON.
+fn order_placed(event_id: &str, order_id: &str, customer: &str, (sku, quantity): (&str, i64)) -> String {
+    json!({
+        "event_id": event_id, "event_type": "OrderPlaced", "order_id": order_id,
+        "timestamp": "2026-01-01T00:00:00Z", "customer_id": customer, "items": [{"sku": sku, "quantity": quantity}]
+    })
+    .to_string()
+}
+
 /// The same OrderPlaced event delivered twice reserves once; a poison message
 /// lands in the dead-letter queue while the orders around it finish. Both go
 /// in through the `messages` table: the queue itself with the `db` broker, the
@@ -78,11 +87,8 @@ async fn duplicates_and_poison(rabbitmq: bool) {
     let first = api.client.place(&order("dup", &[("lamp", 4)])).await;
     api.client.wait_terminal(std::slice::from_ref(&first), SETTLE).await;
     let event_id = env.sql("SELECT event_id FROM inbox WHERE consumer = 'inventory'");
-    let again = json!({
-        "event_id": event_id, "event_type": "OrderPlaced", "order_id": first,
-        "timestamp": "2026-01-01T00:00:00Z", "customer_id": "dup", "items": [{"sku": "lamp", "quantity": 4}]
-    });
-    for body in [again.to_string(), "not json".to_owned()] {
+    let again = order_placed(&event_id, &first, "dup", ("lamp", 4));
+    for body in [again, "not json".to_owned()] {
         env.sql(&format!(
             "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{}')",
             body.replace('\'', "''")
@@ -123,13 +129,7 @@ async fn a_failing_event_beside_a_good_one(rabbitmq: bool) {
     api.client.wait_terminal(std::slice::from_ref(&first), SETTLE).await;
     let applied = env.sql("SELECT event_id FROM inbox WHERE consumer = 'inventory'");
     let missing = uuid::Uuid::now_v7().to_string();
-    let event = |event_id: &str, order_id: &str| {
-        json!({
-            "event_id": event_id, "event_type": "OrderPlaced", "order_id": order_id,
-            "timestamp": "2026-01-01T00:00:00Z", "customer_id": "pack", "items": [{"sku": "kettle", "quantity": 3}]
-        })
-        .to_string()
-    };
+    let event = |event_id: &str, order_id: &str| order_placed(event_id, order_id, "pack", ("kettle", 3));
     env.sql(&format!(
         "INSERT INTO messages (queue, routing_key, body)
          VALUES ('order-events', 'order.placed', '{}'), ('order-events', 'order.placed', '{}')",
