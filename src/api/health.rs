@@ -5,6 +5,7 @@
 //! sending traffic to a replica that could not store it.
 
 use super::AppState;
+use crate::domain::Status;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -40,8 +41,10 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(stats) = state.store.stats().await {
-        for (status, n) in &stats.orders_by_status {
-            metrics::gauge!("orderflow_orders", "status" => status.clone()).set(*n as f64);
+        // Every status, so a count that drops to zero is not left at its last value.
+        for status in Status::ALL.map(Status::as_str) {
+            let n = stats.orders_by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
+            metrics::gauge!("orderflow_orders", "status" => status).set(n as f64);
         }
         metrics::gauge!("orderflow_queued_messages").set(stats.queued_messages as f64);
         metrics::gauge!("orderflow_dead_letters").set(stats.dead_letters as f64);

@@ -290,10 +290,15 @@ impl Client {
 
     /// Every order of a customer, following the cursor.
     pub async fn orders_of(&self, customer: &str) -> Vec<Value> {
+        self.list(&format!("customer_id={customer}"), 1000).await
+    }
+
+    /// Every order `GET /orders?{filter}` finds, `limit` a page, following the cursor.
+    pub async fn list(&self, filter: &str, limit: usize) -> Vec<Value> {
         let mut all = Vec::new();
         let mut cursor = String::new();
         loop {
-            let (status, page) = self.get(&format!("/orders?customer_id={customer}&limit=1000&cursor={cursor}")).await;
+            let (status, page) = self.get(&format!("/orders?{filter}&limit={limit}&cursor={cursor}")).await;
             assert_eq!(status, 200, "{page}");
             all.extend(page["orders"].as_array().expect("orders").iter().cloned());
             match page["next_cursor"].as_str() {

@@ -136,4 +136,25 @@ pub async fn paging(env: &Env, api: &Client) {
     assert_eq!(done["orders"].as_array().unwrap().len(), 30);
     let (_, none) = api.get("/orders?status=placed&customer_id=pager-b").await;
     assert_eq!(none["orders"].as_array().unwrap().len(), 0);
+
+    // By status alone, page by page, and counted in the metrics.
+    let mut rejected = Vec::new();
+    for _ in 0..3 {
+        rejected.push(api.place(&order("pager-c", &[("no-such-pen", 1)])).await);
+    }
+    api.wait_terminal(&rejected, SETTLE).await;
+    rejected.reverse();
+    let ids = |orders: Vec<Value>| -> Vec<String> {
+        orders.iter().map(|o| o["order_id"].as_str().unwrap().to_owned()).collect()
+    };
+    assert_eq!(ids(api.list("status=completed", 4).await), newest_first, "completed, newest first");
+    assert_eq!(ids(api.list("status=rejected", 2).await), rejected, "rejected, newest first");
+    for status in ["placed", "reserved"] {
+        assert_eq!(api.list(&format!("status={status}"), 10).await.len(), 0, "{status}");
+    }
+    let metrics = api.http.get(api.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for (status, n) in [("placed", 0), ("reserved", 0), ("completed", 45), ("rejected", 3)] {
+        let line = format!("orderflow_orders{{status=\"{status}\"}} {n}\n");
+        assert!(metrics.contains(&line), "{line} in {metrics}");
+    }
 }

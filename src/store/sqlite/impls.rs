@@ -3,7 +3,7 @@
 
 use super::{db_err, orders, pipeline, queue, SqliteStore};
 use crate::broker::{Publisher, RetryPolicy};
-use crate::domain::{Event, OrderId};
+use crate::domain::{now_millis, Event, OrderId};
 use crate::store::{
     Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
     QueueStore, StockLevel, Store, StoreError,
@@ -47,7 +47,17 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {
         self.read(|c| {
-            let mut stmt = c.prepare_cached("SELECT status, count(*) FROM orders GROUP BY status").map_err(db_err)?;
+            // Each state counted from its partial index, not from the table.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT 'placed', count(*) FILTER (WHERE status = 'placed') FROM orders
+                         WHERE completed_at IS NULL AND rejected_at IS NULL
+                     UNION ALL SELECT 'reserved', count(*) FILTER (WHERE status = 'reserved') FROM orders
+                         WHERE completed_at IS NULL AND rejected_at IS NULL
+                     UNION ALL SELECT 'completed', count(*) FROM orders WHERE completed_at IS NOT NULL
+                     UNION ALL SELECT 'rejected', count(*) FROM orders WHERE rejected_at IS NOT NULL",
+                )
+                .map_err(db_err)?;
             let orders_by_status = stmt
                 .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
@@ -76,8 +86,12 @@ impl QueueStore for SqliteStore {
         max: usize,
         policy: RetryPolicy,
     ) -> Result<Consumed, StoreError> {
-        let (consumer, queue) = (consumer.to_owned(), queue.to_owned());
-        self.write(move |c| queue::consume(c, &consumer, &queue, effect, max, policy)).await
+        let (consumer, queue, now) = (consumer.to_owned(), queue.to_owned(), now_millis());
+        let batch = self.read(move |c| queue::take(c, queue, now, max)).await?;
+        if batch.is_empty() {
+            return Ok(Consumed::default());
+        }
+        self.write(move |c| queue::settle(c, &consumer, batch, effect, policy)).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {

@@ -167,14 +167,15 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The schema, one script per version; `user_version` says how many have run.
+const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite.sql"), include_str!("../migrations/sqlite-2.sql")];
+
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if version < 1 {
-        conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE; {} PRAGMA user_version = 1; COMMIT;",
-            include_str!("../migrations/sqlite.sql")
-        ))
-        .context("migrating the SQLite schema")?;
+    for (n, script) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
+        let n = n + 1;
+        conn.execute_batch(&format!("BEGIN IMMEDIATE; {script} PRAGMA user_version = {n}; COMMIT;"))
+            .with_context(|| format!("migrating the SQLite schema to version {n}"))?;
     }
     Ok(())
 }
@@ -283,4 +284,53 @@ impl ReadPool {
 
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Other(anyhow::Error::new(e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SqliteStore, MIGRATIONS};
+    use crate::domain::{OrderId, Status};
+    use crate::store::{OrderFilter, Store};
+    use rusqlite::Connection;
+
+    /// A database made by an earlier version keeps its orders, loses the
+    /// index on `status`, and still finds its orders by status.
+    #[tokio::test]
+    async fn a_version_1_database_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        let (done, failed) = (OrderId::new(), OrderId::new());
+        let v1 = Connection::open(&path).unwrap();
+        v1.execute_batch(&format!("{} PRAGMA user_version = 1;", MIGRATIONS[0])).unwrap();
+        for (id, status, at) in [(done, "completed", "completed_at"), (failed, "rejected", "rejected_at")] {
+            v1.execute(
+                &format!(
+                    "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, {at})
+                     VALUES (?1, 'c1', ?2, '[]', 1, 2, 2)"
+                ),
+                [id.to_string(), status.to_owned()],
+            )
+            .unwrap();
+        }
+        drop(v1);
+
+        let store = SqliteStore::open(&path.to_string_lossy()).await.unwrap();
+        for (status, id) in [(Status::Completed, Some(done)), (Status::Rejected, Some(failed)), (Status::Placed, None)]
+        {
+            let filter = OrderFilter { status: Some(status), customer_id: None, before: None, limit: 10 };
+            let found: Vec<OrderId> = store.list_orders(filter).await.unwrap().iter().map(|o| o.order_id).collect();
+            assert_eq!(found, Vec::from_iter(id), "{status}");
+        }
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let indexes: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'orders' AND sql IS NOT NULL ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(indexes, ["orders_by_customer", "orders_completed", "orders_open", "orders_rejected"]);
+    }
 }

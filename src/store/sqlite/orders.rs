@@ -135,7 +135,13 @@ pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, 
     let mut args: Vec<String> = Vec::new();
     if let Some(status) = f.status {
         args.push(status.as_str().to_owned());
-        sql.push_str(&format!(" AND status = ?{}", args.len()));
+        // Names the partial index (schema version 2) that holds this state.
+        let state = match status {
+            Status::Placed | Status::Reserved => "completed_at IS NULL AND rejected_at IS NULL",
+            Status::Completed => "completed_at IS NOT NULL",
+            Status::Rejected => "rejected_at IS NOT NULL",
+        };
+        sql.push_str(&format!(" AND {state} AND status = ?{}", args.len()));
     }
     if let Some(customer) = f.customer_id {
         args.push(customer);

@@ -1,35 +1,49 @@
 //! The `messages` table as a durable queue (the `db` broker's storage).
 //!
-//! A consumer takes a batch, applies it and settles every message in one
-//! transaction: applied messages are deleted, failed ones get a later
-//! `available_at` (exponential backoff) or move to `dead_letters`. Because it
-//! is one transaction, a consumer killed mid-batch changes nothing and the
-//! batch is taken again at once by the next consumer: no leases, no timeouts.
+//! A consumer reads a batch on a read connection, beside the writer, and
+//! parses it there. One writer job then applies the batch and settles every
+//! message in one transaction: applied messages are deleted, failed ones get a
+//! later `available_at` (exponential backoff) or move to `dead_letters`.
+//! Because that is one transaction, a consumer killed mid-batch changes
+//! nothing and the batch is taken again at once by the next consumer: no
+//! leases, no timeouts. Should another process's consumer take some of the
+//! same messages between the read and the write, the inbox makes the second
+//! application a duplicate, and deleting or retrying a message that is gone
+//! changes nothing.
 
 use super::db_err;
 use super::orders::QUEUED;
 use super::pipeline;
 use crate::broker::{Reject, RetryPolicy};
-use crate::domain::{format_millis, now_millis, Event};
+use crate::domain::{format_millis, Event};
 use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
 use rusqlite::{params, Connection};
 
-struct Message {
+/// A message taken from a queue, parsed.
+pub(super) struct Taken {
     id: i64,
-    body: Vec<u8>,
     /// Failed deliveries before this one.
     attempts: u32,
+    event: Result<Event, String>,
 }
 
-pub(super) fn consume(
-    conn: &Connection,
-    consumer: &str,
-    queue: &str,
-    effect: Effect,
-    max: usize,
-    policy: RetryPolicy,
-) -> Result<Consumed, StoreError> {
-    let now = now_millis();
+/// A batch read for a consumer: its messages, oldest first, and the time
+/// they were ready at.
+pub(super) struct Batch {
+    queue: String,
+    now: i64,
+    messages: Vec<Taken>,
+}
+
+impl Batch {
+    pub(super) fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Reads up to `max` messages of `queue` that are ready at `now`, and parses
+/// them. Runs on a read connection; it changes nothing.
+pub(super) fn take(conn: &Connection, queue: String, now: i64, max: usize) -> Result<Batch, StoreError> {
     let messages = conn
         .prepare_cached(
             "SELECT id, CAST(body AS BLOB), attempts FROM messages
@@ -37,16 +51,39 @@ pub(super) fn consume(
         )
         .and_then(|mut s| {
             s.query_map(params![queue, now, max as i64], |r| {
-                Ok(Message { id: r.get(0)?, body: r.get(1)?, attempts: r.get(2)? })
+                let body: Vec<u8> = r.get(1)?;
+                let event = Event::from_json(&body).map_err(|e| e.to_string());
+                Ok(Taken { id: r.get(0)?, attempts: r.get(2)?, event })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
         })
         .map_err(db_err)?;
+    Ok(Batch { queue, now, messages })
+}
+
+/// Applies `effect` to a batch as `consumer` and settles each message; runs
+/// in the writer, in one transaction.
+pub(super) fn settle(
+    conn: &Connection,
+    consumer: &str,
+    batch: Batch,
+    effect: Effect,
+    policy: RetryPolicy,
+) -> Result<Consumed, StoreError> {
+    let Batch { queue, now, messages } = batch;
     let mut consumed = Consumed { taken: messages.len(), ..Consumed::default() };
+    // Messages ids are unique and only grow, and a message's `available_at`
+    // only moves later, so between the first and the last id taken the
+    // messages ready at `now` are exactly the ones taken (less any another
+    // consumer settled meanwhile).
+    let span = match (messages.first(), messages.last()) {
+        (Some(first), Some(last)) => (first.id, last.id),
+        _ => return Ok(consumed),
+    };
     let mut events = Vec::with_capacity(messages.len());
     let mut ids = Vec::with_capacity(messages.len());
     for m in messages {
-        match Event::from_json(&m.body) {
+        match m.event {
             Ok(event) => {
                 events.push(event);
                 ids.push((m.id, m.attempts));
@@ -65,15 +102,27 @@ pub(super) fn consume(
         Effect::Reserve => pipeline::reserve(conn, consumer, events.clone())?,
         Effect::Notify => pipeline::notify(conn, consumer, events.clone())?,
     };
+    // The usual case, every message applied or a duplicate: one statement
+    // deletes them all.
+    let all_settled = results.iter().all(|r| matches!(r, Handled::Done | Handled::Duplicate));
+    if all_settled {
+        conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND id BETWEEN ?2 AND ?3 AND available_at <= ?4")
+            .and_then(|mut s| s.execute(params![queue, span.0, span.1, now]))
+            .map_err(db_err)?;
+    }
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
     for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
         match result {
             Handled::Done => {
-                delete.execute([id]).map_err(db_err)?;
+                if !all_settled {
+                    delete.execute([id]).map_err(db_err)?;
+                }
                 consumed.applied.push(event);
             }
             Handled::Duplicate => {
-                delete.execute([id]).map_err(db_err)?;
+                if !all_settled {
+                    delete.execute([id]).map_err(db_err)?;
+                }
             }
             Handled::Retry(reason) => {
                 let attempts = attempts + 1;
@@ -176,4 +225,52 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
         Ok((r.get(0)?, r.get(1)?))
     })
     .map_err(db_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{settle, take};
+    use crate::broker::RetryPolicy;
+    use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
+    use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
+    use rusqlite::{params, Connection};
+
+    /// Settling a batch deletes what it applied and nothing else: a message
+    /// waiting out its backoff between two that were taken stays queued.
+    #[test]
+    fn a_message_waiting_between_two_taken_ones_stays_queued() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::migrate(&conn).unwrap();
+        let now = now_millis();
+        let mut ids = Vec::new();
+        for ready_at in [0, now + 60_000, 0] {
+            let order = OrderId::new();
+            conn.execute(
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, rejected_at)
+                 VALUES (?1, 'c1', 'rejected', '[]', 1, 1, 1)",
+                [order.to_string()],
+            )
+            .unwrap();
+            let reason = Some("out_of_stock:tea".to_owned());
+            let event = Event::new(EventType::InventoryFailed, order, CustomerId::parse("c1").unwrap(), vec![], reason);
+            conn.execute(
+                "INSERT INTO messages (queue, routing_key, body, available_at) VALUES (?1, 'inventory.failed', ?2, ?3)",
+                params![QUEUE_INVENTORY_EVENTS, event.to_json(), ready_at],
+            )
+            .unwrap();
+            ids.push(conn.last_insert_rowid());
+        }
+
+        let batch = take(&conn, QUEUE_INVENTORY_EVENTS.to_owned(), now, 10).unwrap();
+        let consumed = settle(&conn, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
+        assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
+        let left: Vec<i64> = conn
+            .prepare("SELECT id FROM messages")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(left, [ids[1]], "only the waiting message is left");
+    }
 }
