@@ -2,17 +2,19 @@
 //!
 //! SQLite allows one writer at a time, so every write in the process goes to a
 //! single thread that owns the write connection. It takes every job waiting in
-//! its channel, runs each in its own savepoint inside one transaction, commits
-//! once (WAL, `synchronous=FULL`: the commit is on disk) and only then answers
-//! the callers. Under load hundreds of orders share one fsync; a failing job
-//! rolls back its savepoint without touching its neighbours. Reads run on a
-//! small pool of connections beside it, which WAL lets proceed concurrently.
+//! its channel, runs each in its own savepoint inside one transaction and
+//! commits once. A thread beside it syncs the WAL and only then answers the
+//! callers (`sync`): under load hundreds of orders share one fsync, and the
+//! writer goes on with the next transaction while the disk works. A failing
+//! job rolls back its savepoint without touching its neighbours. Reads run on
+//! a small pool of connections beside it, which WAL lets proceed concurrently.
 
 mod checkpoint;
 mod impls;
 mod orders;
 mod pipeline;
 mod queue;
+mod sync;
 
 use super::StoreError;
 use anyhow::Context;
@@ -66,9 +68,10 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(WRITER_QUEUE);
         let (notify, messages) = watch::channel(0u64);
         let checkpointer = checkpoint::start(&path)?;
+        let syncer = sync::start(&path, notify)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, notify, checkpointer))
+            .spawn(move || run_writer(conn, rx, syncer, checkpointer))
             .context("starting the SQLite writer thread")?;
         Ok(Self { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), messages })
     }
@@ -148,7 +151,9 @@ impl SqliteStore {
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    // Commits do not wait for the disk; the `sync` thread syncs the WAL
+    // before anyone is told a write succeeded.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     // Room for every statement the writer runs (about 25). The cache is LRU:
     // with the default 16, a busy mix of orders with idempotency keys and
@@ -207,14 +212,8 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop)
 }
 
-fn run_writer(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
-    messages: watch::Sender<u64>,
-    checkpointer: checkpoint::Waker,
-) {
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Syncer, checkpointer: checkpoint::Waker) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-    let mut replies: Vec<Reply> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_JOBS_PER_COMMIT {
@@ -223,6 +222,7 @@ fn run_writer(
                 Err(_) => break,
             }
         }
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         let outcome = match run(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 replies.extend(batch.drain(..).map(|job| run_job(job, &conn)));
@@ -241,17 +241,27 @@ fn run_writer(
                 Err(e.to_string())
             }
         };
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "SQLite commit failed");
-        }
         checkpointer.wake();
         metrics::counter!("orderflow_store_commits_total").increment(1);
         metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
-        for reply in replies.drain(..) {
-            reply(outcome.clone());
+        let queued = orders::QUEUED.replace(false);
+        let unsynced = match outcome {
+            Ok(()) => match syncer.send(sync::Commit { replies, queued }) {
+                Ok(()) => continue,
+                Err(commit) => (commit.replies, "an earlier sync of the WAL failed".to_owned()),
+            },
+            Err(e) => {
+                tracing::error!(error = %e, "SQLite commit failed");
+                (replies, e)
+            }
+        };
+        let (replies, error) = unsynced;
+        for reply in replies {
+            reply(Err(error.clone()));
         }
-        if orders::QUEUED.replace(false) && outcome.is_ok() {
-            messages.send_modify(|n| *n = n.wrapping_add(1));
+        if syncer.failed() {
+            // Dropping the channel fails every write still waiting, and later ones.
+            return;
         }
     }
 }
