@@ -150,11 +150,11 @@ impl SqliteStore {
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {
-    conn.pragma_update(None, "journal_mode", "WAL").context("enabling WAL")?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    enable_wal(conn)?;
     // Commits do not wait for the disk; the `sync` thread syncs the WAL
     // before anyone is told a write succeeded.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
     // Room for every statement the writer runs (about 25). The cache is LRU:
     // with the default 16, a busy mix of orders with idempotency keys and
     // rejections would evict and prepare statements again on every commit.
@@ -172,15 +172,47 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Switches a database to WAL mode (a no-op once it is). Processes opening a
+/// new database together contend for the switch, and SQLite reports that as
+/// busy at once, without waiting, so it is tried again for a while.
+fn enable_wal(conn: &Connection) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            result => return result.context("enabling WAL"),
+        }
+    }
+}
+
 /// The schema, one script per version; `user_version` says how many have run.
 const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite.sql"), include_str!("../migrations/sqlite-2.sql")];
 
+/// Brings the schema up to date, one version per transaction. The version is
+/// read again under the write lock, so processes that start together take
+/// turns and each step runs once.
 fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (n, script) in MIGRATIONS.iter().enumerate().skip(version.max(0) as usize) {
-        let n = n + 1;
-        conn.execute_batch(&format!("BEGIN IMMEDIATE; {script} PRAGMA user_version = {n}; COMMIT;"))
-            .with_context(|| format!("migrating the SQLite schema to version {n}"))?;
+    let version = |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+    for (n, script) in MIGRATIONS.iter().enumerate().skip(version(conn)?.max(0) as usize) {
+        let n = n as i64 + 1;
+        conn.execute_batch("BEGIN IMMEDIATE").context("locking the database to migrate it")?;
+        let step = version(conn).map_err(anyhow::Error::from).and_then(|current| {
+            if current < n {
+                conn.execute_batch(&format!("{script} PRAGMA user_version = {n};"))?;
+            }
+            Ok(())
+        });
+        match step {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.context(format!("migrating the SQLite schema to version {n}")));
+            }
+        }
     }
     Ok(())
 }
@@ -331,7 +363,26 @@ mod tests {
             let found: Vec<OrderId> = store.list_orders(filter).await.unwrap().iter().map(|o| o.order_id).collect();
             assert_eq!(found, Vec::from_iter(id), "{status}");
         }
-        let conn = Connection::open(&path).unwrap();
+        assert_current(&path);
+    }
+
+    #[tokio::test]
+    async fn stores_opened_together_on_a_new_database_all_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let name = path.to_string_lossy();
+        let opened = futures::future::join_all((0..4).map(|_| SqliteStore::open(&name))).await;
+        for result in opened {
+            if let Err(e) = result {
+                panic!("a store did not open: {e:#}");
+            }
+        }
+        assert_current(&path);
+    }
+
+    /// The database is at the latest version, with the latest indexes.
+    fn assert_current(path: &std::path::Path) {
+        let conn = Connection::open(path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
         let indexes: Vec<String> = conn
