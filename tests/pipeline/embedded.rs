@@ -38,15 +38,23 @@ async fn paging() {
 
 #[tokio::test]
 async fn health_and_ready() {
-    let (_env, server) = start().await;
+    let (env, server) = start().await;
     let (status, body) = server.client.get("/health").await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
     let (status, body) = server.client.get("/ready").await;
     assert_eq!(status, 200);
     assert_eq!(body["checks"]["store"]["status"], "ok");
     assert_eq!(body["checks"]["broker"]["status"], "ok");
+    env.set_stock("tea", 1);
+    let id = server.client.place(&order("c1", &[("tea", 1)])).await;
+    server.client.wait_terminal(&[id], SETTLE).await;
     let metrics = server.client.http.get(server.client.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("orderflow_queued_messages"), "{metrics}");
+    // Every commit's callers were answered after a sync of the WAL.
+    for counter in ["orderflow_store_commits_total", "orderflow_store_syncs_total"] {
+        let n = metrics.lines().find_map(|l| l.strip_prefix(counter)).map(|v| v.trim().parse::<u64>().unwrap());
+        assert!(n.is_some_and(|n| n > 0), "{counter} in {metrics}");
+    }
 }
 
 /// Places orders from many tasks until `stop`, returning the ids that got a 202.

@@ -72,7 +72,7 @@ pub(super) fn settle(
 ) -> Result<Consumed, StoreError> {
     let Batch { queue, now, messages } = batch;
     let mut consumed = Consumed { taken: messages.len(), ..Consumed::default() };
-    // Messages ids are unique and only grow, and a message's `available_at`
+    // Message ids are unique and only grow, and a message's `available_at`
     // only moves later, so between the first and the last id taken the
     // messages ready at `now` are exactly the ones taken (less any another
     // consumer settled meanwhile).
