@@ -88,7 +88,9 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, faile
             failed.store(true, Ordering::Release);
         }
         metrics::counter!("orderflow_store_syncs_total").increment(1);
-        let queued = commits.iter().any(|c| c.queued);
+        if outcome.is_ok() && commits.iter().any(|c| c.queued) {
+            messages.send_modify(|n| *n = n.wrapping_add(1));
+        }
         for reply in commits.into_iter().flat_map(|c| c.replies) {
             reply(outcome.clone());
         }
@@ -98,9 +100,6 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, faile
                 reply(Err("an earlier sync of the WAL failed".to_owned()));
             }
             return;
-        }
-        if queued {
-            messages.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }
