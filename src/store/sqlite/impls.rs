@@ -50,10 +50,7 @@ impl Store for SqliteStore {
             // Each state counted from its partial index, not from the table.
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT 'placed', count(*) FILTER (WHERE status = 'placed') FROM orders
-                         WHERE completed_at IS NULL AND rejected_at IS NULL
-                     UNION ALL SELECT 'reserved', count(*) FILTER (WHERE status = 'reserved') FROM orders
-                         WHERE completed_at IS NULL AND rejected_at IS NULL
+                    "SELECT status, count(*) FROM orders WHERE completed_at IS NULL AND rejected_at IS NULL GROUP BY status
                      UNION ALL SELECT 'completed', count(*) FROM orders WHERE completed_at IS NOT NULL
                      UNION ALL SELECT 'rejected', count(*) FROM orders WHERE rejected_at IS NOT NULL",
                 )

@@ -277,7 +277,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
         metrics::counter!("orderflow_store_commits_total").increment(1);
         metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
         let queued = orders::QUEUED.replace(false);
-        let unsynced = match outcome {
+        let (replies, error) = match outcome {
             Ok(()) => match syncer.send(sync::Commit { replies, queued }) {
                 Ok(()) => continue,
                 Err(commit) => (commit.replies, "an earlier sync of the WAL failed".to_owned()),
@@ -287,7 +287,6 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
                 (replies, e)
             }
         };
-        let (replies, error) = unsynced;
         for reply in replies {
             reply(Err(error.clone()));
         }

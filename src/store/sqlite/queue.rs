@@ -113,15 +113,12 @@ pub(super) fn settle(
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
     for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
         match result {
-            Handled::Done => {
+            Handled::Done | Handled::Duplicate => {
                 if !all_settled {
                     delete.execute([id]).map_err(db_err)?;
                 }
-                consumed.applied.push(event);
-            }
-            Handled::Duplicate => {
-                if !all_settled {
-                    delete.execute([id]).map_err(db_err)?;
+                if matches!(result, Handled::Done) {
+                    consumed.applied.push(event);
                 }
             }
             Handled::Retry(reason) => {
