@@ -12,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logs(cli.common.log_format);
+    let _logs = telemetry::init_logs(cli.common.log_format);
     let shutdown = CancellationToken::new();
     let serve = |args, roles| {
         app::cancel_on_signal(shutdown.clone());
