@@ -5,7 +5,8 @@
 //! its channel, runs each in its own savepoint inside one transaction and
 //! commits once. A thread beside it syncs the WAL and only then answers the
 //! callers (`sync`): under load hundreds of orders share one fsync, and the
-//! writer goes on with the next transaction while the disk works. A failing
+//! writer goes on with the next transaction while the disk works, taking in
+//! jobs until that sync ends, so that there is one commit per sync. A failing
 //! job rolls back its savepoint without touching its neighbours. Reads run on
 //! a small pool of connections beside it, which WAL lets proceed concurrently.
 
@@ -65,10 +66,20 @@ impl SqliteStore {
             }
         })
         .await??;
-        let (tx, rx) = mpsc::channel(WRITER_QUEUE);
+        let (tx, rx) = mpsc::channel::<Job>(WRITER_QUEUE);
         let (notify, messages) = watch::channel(0u64);
         let checkpointer = checkpoint::start(&path)?;
-        let syncer = sync::start(&path, notify)?;
+        // A job that does nothing wakes a writer holding its transaction. The
+        // sender is weak, so that the writer still stops when the store goes.
+        let writer = tx.downgrade();
+        let wake_writer = move || {
+            if let Some(writer) = writer.upgrade() {
+                // A full queue wakes the writer by itself.
+                let nothing: Job = Box::new(|_| Box::new(|_| ()));
+                let _ = writer.try_send(nothing);
+            }
+        };
+        let syncer = sync::start(&path, notify, wake_writer)?;
         std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || run_writer(conn, rx, syncer, checkpointer))
@@ -258,6 +269,20 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
         let outcome = match run(&conn, "BEGIN IMMEDIATE") {
             Ok(()) => {
                 replies.extend(batch.drain(..).map(|job| run_job(job, &conn)));
+                // While the last commit is being synced, a commit now would
+                // wait for that sync anyway: keep taking jobs until it ends.
+                // Fewer, larger commits write each hot page to the WAL fewer
+                // times.
+                while replies.len() < MAX_JOBS_PER_COMMIT && !ABORT.get() && syncer.hold() {
+                    let Some(job) = rx.blocking_recv() else { break };
+                    replies.push(run_job(job, &conn));
+                    while replies.len() < MAX_JOBS_PER_COMMIT {
+                        match rx.try_recv() {
+                            Ok(job) => replies.push(run_job(job, &conn)),
+                            Err(_) => break,
+                        }
+                    }
+                }
                 if ABORT.replace(false) {
                     let _ = conn.execute_batch("ROLLBACK");
                     Err("a write failed; the transaction was rolled back".to_owned())

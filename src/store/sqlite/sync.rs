@@ -25,7 +25,7 @@
 use super::Reply;
 use anyhow::Context;
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -39,7 +39,36 @@ pub(super) struct Commit {
 
 pub(super) struct Syncer {
     commits: Sender<Commit>,
-    failed: Arc<AtomicBool>,
+    state: Arc<State>,
+}
+
+/// What the writer and the sync thread share.
+struct State {
+    failed: AtomicBool,
+    /// Commits handed over and not yet synced.
+    unsynced: AtomicUsize,
+    /// The writer waits for the sync thread to become idle.
+    holding: AtomicBool,
+    /// Wakes the writer when it holds.
+    wake_writer: Box<dyn Fn() + Send + Sync>,
+}
+
+impl State {
+    fn new(wake_writer: Box<dyn Fn() + Send + Sync>) -> Self {
+        Self {
+            failed: AtomicBool::new(false),
+            unsynced: AtomicUsize::new(0),
+            holding: AtomicBool::new(false),
+            wake_writer,
+        }
+    }
+
+    /// `n` commits are synced (or failed); wakes the writer if it waits for that.
+    fn done(&self, n: usize) {
+        if self.unsynced.fetch_sub(n, Ordering::SeqCst) == n && self.holding.swap(false, Ordering::SeqCst) {
+            (self.wake_writer)();
+        }
+    }
 }
 
 impl Syncer {
@@ -48,68 +77,103 @@ impl Syncer {
         if self.failed() {
             return Err(commit);
         }
-        self.commits.send(commit).map_err(|e| e.0)
+        self.state.unsynced.fetch_add(1, Ordering::SeqCst);
+        self.commits.send(commit).map_err(|e| {
+            self.state.unsynced.fetch_sub(1, Ordering::SeqCst);
+            e.0
+        })
     }
 
     pub(super) fn failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.state.failed.load(Ordering::Acquire)
+    }
+
+    /// True while an earlier commit is still being synced: a commit made now
+    /// would wait for that sync, and then for its own, so the writer may as
+    /// well keep its transaction open and take in more jobs. The sync thread
+    /// then calls `wake_writer` once it has synced everything handed over.
+    /// (A wake may come after the writer has moved on; it is harmless.)
+    pub(super) fn hold(&self) -> bool {
+        let busy = || self.state.unsynced.load(Ordering::SeqCst) > 0;
+        if !busy() {
+            return false;
+        }
+        self.state.holding.store(true, Ordering::SeqCst);
+        // The sync may have ended before `holding` was set, without a wake.
+        if !busy() {
+            self.state.holding.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
     }
 }
 
 /// Starts the syncer of the database at `path`, whose WAL must exist (the
 /// writer's connection has opened it).
-pub(super) fn start(path: &str, messages: watch::Sender<u64>) -> anyhow::Result<Syncer> {
+/// `wake_writer` is called when the writer holds (`Syncer::hold`) and the
+/// last commit handed over has been synced.
+pub(super) fn start(
+    path: &str,
+    messages: watch::Sender<u64>,
+    wake_writer: impl Fn() + Send + Sync + 'static,
+) -> anyhow::Result<Syncer> {
     let wal_path = format!("{path}-wal");
     let wal = File::open(&wal_path).with_context(|| format!("opening the SQLite WAL {wal_path} to sync it"))?;
-    spawn(wal, messages)
+    spawn(wal, messages, Box::new(wake_writer))
 }
 
 /// Starts a syncer of the file `wal`.
-fn spawn(wal: File, messages: watch::Sender<u64>) -> anyhow::Result<Syncer> {
+fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Send + Sync>) -> anyhow::Result<Syncer> {
     let (commits, pending) = channel();
-    let failed = Arc::new(AtomicBool::new(false));
+    let state = Arc::new(State::new(wake_writer));
     std::thread::Builder::new()
         .name("sqlite-sync".into())
         .spawn({
-            let failed = failed.clone();
-            move || run(wal, pending, messages, &failed)
+            let state = state.clone();
+            move || run(wal, pending, messages, &state)
         })
         .context("starting the SQLite sync thread")?;
-    Ok(Syncer { commits, failed })
+    Ok(Syncer { commits, state })
 }
 
-fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, failed: &AtomicBool) {
+fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state: &State) {
     while let Ok(first) = pending.recv() {
         let mut commits = vec![first];
         commits.extend(pending.try_iter());
         let outcome = wal.sync_data().map_err(|e| format!("syncing the WAL failed: {e}"));
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "SQLite writes stop: what the disk holds is unknown");
-            failed.store(true, Ordering::Release);
+            state.failed.store(true, Ordering::Release);
         }
         metrics::counter!("orderflow_store_syncs_total").increment(1);
         if outcome.is_ok() && commits.iter().any(|c| c.queued) {
             messages.send_modify(|n| *n = n.wrapping_add(1));
         }
+        let synced = commits.len();
         for reply in commits.into_iter().flat_map(|c| c.replies) {
             reply(outcome.clone());
         }
         if outcome.is_err() {
             // Commits sent after the failure are answered by the writer.
-            for reply in pending.try_iter().flat_map(|c| c.replies) {
+            let late: Vec<Commit> = pending.try_iter().collect();
+            let failed = late.len();
+            for reply in late.into_iter().flat_map(|c| c.replies) {
                 reply(Err("an earlier sync of the WAL failed".to_owned()));
             }
+            state.done(synced + failed);
             return;
         }
+        state.done(synced);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{spawn, Commit};
+    use super::{spawn, Commit, State, Syncer};
     use std::fs::File;
     use std::os::fd::OwnedFd;
     use std::sync::mpsc::{channel, Receiver};
+    use std::sync::Arc;
     use std::time::Duration;
     use tokio::sync::watch;
 
@@ -124,7 +188,7 @@ mod tests {
     fn callers_hear_after_the_sync_and_consumers_are_woken() {
         let wal = tempfile::tempfile().unwrap();
         let (messages, mut woken) = watch::channel(0u64);
-        let syncer = spawn(wal, messages).unwrap();
+        let syncer = spawn(wal, messages, Box::new(|| ())).unwrap();
         let (c, answer) = commit(true);
         assert!(syncer.send(c).is_ok());
         assert_eq!(answer.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(()));
@@ -141,7 +205,7 @@ mod tests {
     fn a_failed_sync_fails_its_callers_and_every_later_commit() {
         let (pipe, _writer) = std::io::pipe().unwrap();
         let (messages, _woken) = watch::channel(0u64);
-        let syncer = spawn(File::from(OwnedFd::from(pipe)), messages).unwrap();
+        let syncer = spawn(File::from(OwnedFd::from(pipe)), messages, Box::new(|| ())).unwrap();
         let (c, answer) = commit(true);
         assert!(syncer.send(c).is_ok());
         let outcome = answer.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -149,5 +213,29 @@ mod tests {
         assert!(syncer.failed());
         let (c, _answer) = commit(false);
         assert!(syncer.send(c).is_err(), "the writer is given the commit back to fail it");
+    }
+
+    /// The writer holds its transaction only while a commit is unsynced, and
+    /// is woken when the last one is.
+    #[test]
+    fn a_holding_writer_is_woken_when_every_commit_is_synced() {
+        let (wake, woken) = channel();
+        let state = Arc::new(State::new(Box::new(move || wake.send(()).unwrap())));
+        // No sync thread: the test plays its part.
+        let (commits, _pending) = channel();
+        let syncer = Syncer { commits, state: state.clone() };
+        assert!(!syncer.hold(), "nothing is being synced");
+        for _ in 0..2 {
+            assert!(syncer.send(commit(false).0).is_ok());
+        }
+        assert!(syncer.hold());
+        state.done(1);
+        assert!(woken.try_recv().is_err(), "one commit is still unsynced");
+        assert!(syncer.hold());
+        state.done(1);
+        assert!(woken.try_recv().is_ok(), "the writer is woken");
+        assert!(!syncer.hold());
+        state.done(0);
+        assert!(woken.try_recv().is_err(), "woken once");
     }
 }
