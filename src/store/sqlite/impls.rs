@@ -84,7 +84,7 @@ impl QueueStore for SqliteStore {
         policy: RetryPolicy,
     ) -> Result<Consumed, StoreError> {
         let (consumer, queue, now) = (consumer.to_owned(), queue.to_owned(), now_millis());
-        let batch = self.read(move |c| queue::take(c, queue, now, max)).await?;
+        let batch = self.read_here(|c| queue::take(c, queue, now, max))?;
         if batch.is_empty() {
             return Ok(Consumed::default());
         }

@@ -158,6 +158,16 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Other(anyhow::anyhow!("read task failed: {e}")))?
     }
+
+    /// Runs a short read on the calling thread. A consumer's batch is read
+    /// from pages the writer has just written, still in memory: a hop to a
+    /// blocking thread and back would cost more than the read itself.
+    fn read_here<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let conn = self.readers.get()?;
+        let result = f(&conn);
+        self.readers.put(conn);
+        result
+    }
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {
