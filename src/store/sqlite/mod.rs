@@ -21,6 +21,7 @@ use super::StoreError;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Jobs one transaction may hold; bounds latency of the unlucky last one.
@@ -265,9 +266,32 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop)
 }
 
+/// Where the writer's time went in one round: waiting for work, running jobs,
+/// holding the transaction open while the last commit was synced, committing.
+/// Counted as `orderflow_store_writer_microseconds_total{phase}`.
+#[derive(Default)]
+struct WriterTime {
+    idle: Duration,
+    exec: Duration,
+    hold: Duration,
+    commit: Duration,
+}
+
+impl WriterTime {
+    fn record(&self) {
+        for (phase, time) in [("idle", self.idle), ("exec", self.exec), ("hold", self.hold), ("commit", self.commit)] {
+            metrics::counter!("orderflow_store_writer_microseconds_total", "phase" => phase)
+                .increment(time.as_micros() as u64);
+        }
+    }
+}
+
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Syncer, checkpointer: checkpoint::Waker) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    let mut idle_since = Instant::now();
     while let Some(first) = rx.blocking_recv() {
+        let began = Instant::now();
+        let mut time = WriterTime { idle: began - idle_since, ..WriterTime::default() };
         batch.push(first);
         while batch.len() < MAX_JOBS_PER_COMMIT {
             match rx.try_recv() {
@@ -284,7 +308,9 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
                 // Fewer, larger commits write each hot page to the WAL fewer
                 // times.
                 while replies.len() < MAX_JOBS_PER_COMMIT && !ABORT.get() && syncer.hold() {
+                    let holding = Instant::now();
                     let Some(job) = rx.blocking_recv() else { break };
+                    time.hold += holding.elapsed();
                     replies.push(run_job(job, &conn));
                     while replies.len() < MAX_JOBS_PER_COMMIT {
                         match rx.try_recv() {
@@ -293,7 +319,9 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
                         }
                     }
                 }
-                if ABORT.replace(false) {
+                let committing = Instant::now();
+                time.exec = committing - began - time.hold;
+                let outcome = if ABORT.replace(false) {
                     let _ = conn.execute_batch("ROLLBACK");
                     Err("a write failed; the transaction was rolled back".to_owned())
                 } else {
@@ -301,7 +329,9 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
                         let _ = conn.execute_batch("ROLLBACK");
                         e.to_string()
                     })
-                }
+                };
+                time.commit = committing.elapsed();
+                outcome
             }
             Err(e) => {
                 replies.extend(batch.drain(..).map(|_| -> Reply { Box::new(|_| ()) }));
@@ -309,6 +339,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
             }
         };
         checkpointer.wake();
+        time.record();
+        idle_since = Instant::now();
         metrics::counter!("orderflow_store_commits_total").increment(1);
         metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
         let queued = orders::QUEUED.replace(false);

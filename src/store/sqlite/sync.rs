@@ -28,6 +28,7 @@ use std::fs::File;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 
 /// A commit waiting for its sync.
@@ -137,10 +138,13 @@ fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Se
 }
 
 fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state: &State) {
+    let mut idle_since = Instant::now();
     while let Ok(first) = pending.recv() {
+        let syncing = Instant::now();
         let mut commits = vec![first];
         commits.extend(pending.try_iter());
         let outcome = wal.sync_data().map_err(|e| format!("syncing the WAL failed: {e}"));
+        let synced = Instant::now();
         if let Err(e) = &outcome {
             tracing::error!(error = %e, "SQLite writes stop: what the disk holds is unknown");
             state.failed.store(true, Ordering::Release);
@@ -149,10 +153,17 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state
         if outcome.is_ok() && commits.iter().any(|c| c.queued) {
             messages.send_modify(|n| *n = n.wrapping_add(1));
         }
-        let synced = commits.len();
+        let count = commits.len();
         for reply in commits.into_iter().flat_map(|c| c.replies) {
             reply(outcome.clone());
         }
+        // Where this thread's time goes: waiting for a commit, syncing, answering.
+        for (phase, time) in [("idle", syncing - idle_since), ("sync", synced - syncing), ("answer", synced.elapsed())]
+        {
+            metrics::counter!("orderflow_store_sync_microseconds_total", "phase" => phase)
+                .increment(time.as_micros() as u64);
+        }
+        idle_since = Instant::now();
         if outcome.is_err() {
             // Commits sent after the failure are answered by the writer.
             let late: Vec<Commit> = pending.try_iter().collect();
@@ -160,10 +171,10 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state
             for reply in late.into_iter().flat_map(|c| c.replies) {
                 reply(Err("an earlier sync of the WAL failed".to_owned()));
             }
-            state.done(synced + failed);
+            state.done(count + failed);
             return;
         }
-        state.done(synced);
+        state.done(count);
     }
 }
 
