@@ -65,7 +65,7 @@ struct WalFile {
 }
 
 unsafe extern "C" fn open(
-    vfs: *mut ffi::sqlite3_vfs,
+    _vfs: *mut ffi::sqlite3_vfs,
     name: *const c_char,
     file: *mut ffi::sqlite3_file,
     flags: c_int,
@@ -73,7 +73,6 @@ unsafe extern "C" fn open(
 ) -> c_int {
     let Some(Base(base)) = BASE.get() else { return ffi::SQLITE_ERROR };
     let base_open = (**base).xOpen.expect("a VFS can open files");
-    let _ = vfs;
     if flags & ffi::SQLITE_OPEN_WAL == 0 {
         // Any other file is the base's own, in the block SQLite gave us.
         return base_open(*base, name, file, flags, out_flags);
