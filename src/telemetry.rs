@@ -3,8 +3,9 @@
 //! Logs go to stderr, as text or JSON lines (`--log-format json`), filtered by
 //! `RUST_LOG` (default `info`). A thread of their own writes them, as many
 //! lines per system call as have gathered: the notifier logs a line per
-//! order, and a write per line would cost more than the order's commit. Metrics are recorded with the `metrics` crate
-//! and rendered in the Prometheus format at `/metrics`.
+//! order, and a write per line would cost more than the order's commit.
+//! Metrics are recorded with the `metrics` crate and rendered in the
+//! Prometheus format at `/metrics`.
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};

@@ -292,10 +292,17 @@ struct WriterTime {
 
 impl WriterTime {
     fn record(&self) {
-        for (phase, time) in [("idle", self.idle), ("exec", self.exec), ("hold", self.hold), ("commit", self.commit)] {
-            metrics::counter!("orderflow_store_writer_microseconds_total", "phase" => phase)
-                .increment(time.as_micros() as u64);
-        }
+        count_time(
+            "orderflow_store_writer_microseconds_total",
+            [("idle", self.idle), ("exec", self.exec), ("hold", self.hold), ("commit", self.commit)],
+        );
+    }
+}
+
+/// Adds each phase's time to `counter{phase}`, in microseconds.
+fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Duration); N]) {
+    for (phase, time) in phases {
+        metrics::counter!(counter, "phase" => phase).increment(time.as_micros() as u64);
     }
 }
 

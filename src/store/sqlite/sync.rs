@@ -158,11 +158,10 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state
             reply(outcome.clone());
         }
         // Where this thread's time goes: waiting for a commit, syncing, answering.
-        for (phase, time) in [("idle", syncing - idle_since), ("sync", synced - syncing), ("answer", synced.elapsed())]
-        {
-            metrics::counter!("orderflow_store_sync_microseconds_total", "phase" => phase)
-                .increment(time.as_micros() as u64);
-        }
+        super::count_time(
+            "orderflow_store_sync_microseconds_total",
+            [("idle", syncing - idle_since), ("sync", synced - syncing), ("answer", synced.elapsed())],
+        );
         idle_since = Instant::now();
         if outcome.is_err() {
             // Commits sent after the failure are answered by the writer.
