@@ -8,7 +8,7 @@
 //! writer goes on with the next transaction while the disk works, taking in
 //! jobs until that sync ends, so that there is one commit per sync. A failing
 //! job rolls back its savepoint without touching its neighbours. The writer's
-//! connection writes each WAL frame in one system call (`wal_vfs`). Reads run
+//! connection writes a commit's WAL frames in one system call (`wal_vfs`). Reads run
 //! on a small pool of connections beside it, which WAL lets proceed
 //! concurrently; a consumer reads its batch on its own thread.
 
@@ -174,8 +174,8 @@ impl SqliteStore {
     }
 }
 
-/// The writer's connection, which writes each WAL frame in one system call
-/// (`wal_vfs`) where the VFS could be set up.
+/// The writer's connection, which writes a commit's WAL frames in one system
+/// call (`wal_vfs`) where the VFS could be set up.
 fn open_writer(path: &str) -> rusqlite::Result<Connection> {
     if wal_vfs::register() {
         Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_vfs::NAME)
