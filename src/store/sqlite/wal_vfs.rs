@@ -74,7 +74,7 @@ struct WalFile {
     /// The last write was the header of a commit's last frame: the next one,
     /// its page, completes the commit.
     commit_page_next: bool,
-    /// Where the last call, if it was a read, read from.
+    /// Where the last read since the last write read from.
     read_at: Option<i64>,
 }
 
