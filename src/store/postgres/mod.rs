@@ -51,6 +51,8 @@ pub struct PostgresStore {
     /// Bumped when messages were queued, here or (through NOTIFY) elsewhere.
     signal: Arc<watch::Sender<u64>>,
     messages: watch::Receiver<u64>,
+    /// Where this process's scans of the queue start.
+    marks: queue::ScanMarks,
 }
 
 impl PostgresStore {
@@ -69,7 +71,7 @@ impl PostgresStore {
         let (orders, rx) = mpsc::channel(ORDER_QUEUE);
         tokio::spawn(orders::run_writer(pool.clone(), rx, signal.clone()));
         tokio::spawn(queue::listen(config, signal.clone()));
-        Ok(Self { pool, orders, signal, messages })
+        Ok(Self { pool, orders, signal, messages, marks: queue::ScanMarks::default() })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -166,7 +168,7 @@ impl QueueStore for PostgresStore {
     ) -> Result<Consumed, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let consumed = queue::consume(&tx, consumer, queue, effect, max, policy).await?;
+        let consumed = queue::consume(&tx, &self.marks, consumer, queue, effect, max, policy).await?;
         tx.commit().await.map_err(db_err)?;
         if effect == Effect::Reserve && !consumed.applied.is_empty() {
             bump(&self.signal);
@@ -196,7 +198,7 @@ impl QueueStore for PostgresStore {
     async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let sent = queue::relay(&tx, max, publisher).await?;
+        let sent = queue::relay(&tx, &self.marks, max, publisher).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(sent)
     }

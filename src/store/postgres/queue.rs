@@ -22,13 +22,60 @@ use crate::domain::{format_millis, now_millis, Event};
 use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use futures::StreamExt;
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
+/// How far below the highest id it has taken a scan starts.
+const SCAN_BEHIND: i64 = 2048;
+/// How often a scan starts at the head of the queue instead.
+const FULL_SCAN_EVERY: Duration = Duration::from_millis(250);
+
+/// Where each consumer's (and relay's) scans of the queue start.
+///
+/// Applied messages are deleted, but their index entries stay until VACUUM,
+/// and a scan from the head of the queue walks every page of them: under load
+/// several hundred pages per batch taken, before autovacuum comes round. So a
+/// scan starts `SCAN_BEHIND` ids below the highest id this process has taken.
+/// Ids are handed out at insert and transactions commit in any order, so a
+/// message can become visible after others with higher ids; it is still found
+/// as long as fewer ids than that were handed out meanwhile. Every
+/// `FULL_SCAN_EVERY` a scan starts at the head, and finds everything else:
+/// messages whose retry delay has passed, ones another consumer held and
+/// released, and any message committed later still.
+#[derive(Default)]
+pub(super) struct ScanMarks(Mutex<HashMap<String, Mark>>);
+
+struct Mark {
+    highest_taken: i64,
+    full_scan_at: Instant,
+}
+
+impl ScanMarks {
+    /// The lowest id the next scan for `key` looks at.
+    fn floor(&self, key: &str) -> i64 {
+        let mut marks = self.0.lock().expect("scan marks are never poisoned");
+        let mark = marks.entry(key.to_owned()).or_insert(Mark { highest_taken: 0, full_scan_at: Instant::now() });
+        if mark.highest_taken == 0 || mark.full_scan_at.elapsed() >= FULL_SCAN_EVERY {
+            mark.full_scan_at = Instant::now();
+            return 0;
+        }
+        (mark.highest_taken - SCAN_BEHIND).max(0)
+    }
+
+    fn taken(&self, key: &str, ids: impl Iterator<Item = i64>) {
+        let highest = ids.max().unwrap_or(0);
+        if let Some(mark) = self.0.lock().expect("scan marks are never poisoned").get_mut(key) {
+            mark.highest_taken = mark.highest_taken.max(highest);
+        }
+    }
+}
+
 pub(super) async fn consume(
     tx: &Transaction<'_>,
+    marks: &ScanMarks,
     consumer: &str,
     queue: &str,
     effect: Effect,
@@ -36,14 +83,16 @@ pub(super) async fn consume(
     policy: RetryPolicy,
 ) -> Result<Consumed, StoreError> {
     let now = now_millis();
+    let key = format!("{consumer}/{queue}");
     let take = tx
         .prepare_cached(
-            "SELECT id, body, attempts FROM messages WHERE queue = $1 AND available_at <= $2
+            "SELECT id, body, attempts FROM messages WHERE queue = $1 AND id >= $4 AND available_at <= $2
              ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED",
         )
         .await
         .map_err(db_err)?;
-    let rows = tx.query(&take, &[&queue, &now, &(max as i64)]).await.map_err(db_err)?;
+    let rows = tx.query(&take, &[&queue, &now, &(max as i64), &marks.floor(&key)]).await.map_err(db_err)?;
+    marks.taken(&key, rows.iter().map(|r| r.get::<_, i64>(0)));
     let mut consumed = Consumed { taken: rows.len(), ..Consumed::default() };
     let mut events = Vec::with_capacity(rows.len());
     let mut taken = Vec::with_capacity(rows.len());
@@ -177,12 +226,20 @@ pub(super) async fn replay(tx: &Transaction<'_>, id: Option<i64>) -> Result<u64,
 /// their row locks meanwhile so that concurrent relays take disjoint rows. A
 /// commit lost after the broker confirmed means a second publish, which the
 /// consumers' inboxes absorb.
-pub(super) async fn relay(tx: &Transaction<'_>, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
+pub(super) async fn relay(
+    tx: &Transaction<'_>,
+    marks: &ScanMarks,
+    max: usize,
+    publisher: &dyn Publisher,
+) -> Result<usize, StoreError> {
     let take = tx
-        .prepare_cached("SELECT id, routing_key, body FROM messages ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED")
+        .prepare_cached(
+            "SELECT id, routing_key, body FROM messages WHERE id >= $2 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+        )
         .await
         .map_err(db_err)?;
-    let rows = tx.query(&take, &[&(max as i64)]).await.map_err(db_err)?;
+    let rows = tx.query(&take, &[&(max as i64), &marks.floor("relay")]).await.map_err(db_err)?;
+    marks.taken("relay", rows.iter().map(|r| r.get::<_, i64>(0)));
     if rows.is_empty() {
         return Ok(0);
     }

@@ -530,3 +530,45 @@ async fn relays_publish_each_outbox_row_once() {
     assert_eq!(bodies.len(), 40);
     assert_eq!(db.count("SELECT count(*) FROM messages").await, 0);
 }
+
+/// Ids are handed out at insert, and transactions commit in any order: a
+/// message that becomes visible long after messages with far higher ids were
+/// taken is still taken, soon.
+#[tokio::test]
+async fn a_message_committed_after_later_ones_is_still_taken() {
+    let Some(db) = setup().await else { return };
+    db.store.set_stock("tea", 10).await.unwrap();
+    db.store.place_order(order("c1", &[("tea", 1)], None)).await.unwrap();
+    let body: String = db.admin.query_one("SELECT body FROM messages", &[]).await.unwrap().get(0);
+
+    // Another process's transaction queues a copy of that event and has not
+    // committed yet; meanwhile 100,000 ids go by and another order is queued.
+    let (late, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    late.batch_execute("BEGIN").await.unwrap();
+    late.execute(
+        "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'order.placed', $2)",
+        &[&QUEUE_ORDER_EVENTS, &body],
+    )
+    .await
+    .unwrap();
+    db.admin
+        .batch_execute("SELECT setval(pg_get_serial_sequence('messages', 'id'), nextval(pg_get_serial_sequence('messages', 'id')) + 100000)")
+        .await
+        .unwrap();
+    db.store.place_order(order("c1", &[("tea", 1)], None)).await.unwrap();
+    assert_eq!(drain(&db.store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await, 2);
+    late.batch_execute("COMMIT").await.unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    let mut taken = 0;
+    while taken == 0 && tokio::time::Instant::now() < deadline {
+        let batch = db.store.consume("inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10, FAST_RETRY).await.unwrap();
+        assert!(batch.applied.is_empty(), "the late copy is a duplicate");
+        taken += batch.taken;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(taken, 1, "the message committed late was taken within 3 s");
+    assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'order-events'").await, 0);
+    assert_eq!(db.store.list_stock().await.unwrap()[0].available, 8, "the copy reserved nothing");
+}
