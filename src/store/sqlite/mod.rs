@@ -8,8 +8,8 @@
 //! writer goes on with the next transaction while the disk works, taking in
 //! jobs until that sync ends, so that there is one commit per sync. A failing
 //! job rolls back its savepoint without touching its neighbours. The writer's
-//! connection writes a commit's WAL frames in one system call (`wal_vfs`). Reads run
-//! on a small pool of connections beside it, which WAL lets proceed
+//! connection writes a commit's WAL frames in one system call (`wal_vfs`).
+//! Reads run on a small pool of connections beside it, which WAL lets proceed
 //! concurrently; a consumer reads its batch on its own thread.
 
 mod checkpoint;

@@ -1,0 +1,19 @@
+# Shell functions shared by bench/run and bench/ab (sourced, not run).
+
+# need COMMAND PACKAGE: installs PACKAGE with apt when COMMAND is missing.
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+
+# start_server BINARY DIR: stocks eight SKUs well, starts `BINARY run` on a free
+# port with its output in DIR, and sets PID and ADDR. The database and broker
+# are the ones ORDERFLOW_DATABASE_URL and ORDERFLOW_BROKER_URL name.
+start_server() {
+  local bin="$1" dir="$2"
+  for i in 1 2 3 4 5 6 7 8; do
+    "$bin" stock set "sku-$i" 1000000000 >/dev/null
+  done
+  "$bin" run --listen 127.0.0.1:0 >"$dir/stdout" 2>"$dir/server.log" &
+  PID=$!
+  for _ in $(seq 100); do grep -q '^listening on' "$dir/stdout" 2>/dev/null && break; sleep 0.1; done
+  ADDR="$(sed -n 's/^listening on //p' "$dir/stdout")"
+  [ -n "$ADDR" ] || { echo "server did not start" >&2; cat "$dir/server.log" >&2; exit 1; }
+}
