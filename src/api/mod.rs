@@ -8,6 +8,7 @@ mod orders;
 pub use error::ApiError;
 
 use crate::broker::Broker;
+use crate::services::Intake;
 use crate::store::Store;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Requests handled at once; more are refused with 503 at once.
     pub max_in_flight: usize,
+    /// Counts the requests placing orders, for the workers in this process.
+    pub intake: Arc<Intake>,
 }
 
 pub fn router(state: AppState) -> Router {

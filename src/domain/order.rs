@@ -36,6 +36,23 @@ impl OrderId {
     pub fn new() -> Self {
         Self(Uuid::now_v7())
     }
+
+    pub fn from_uuid(id: Uuid) -> Self {
+        Self(id)
+    }
+
+    pub fn as_uuid(self) -> Uuid {
+        self.0
+    }
+
+    /// When the order was placed, in milliseconds since the epoch, as its
+    /// UUIDv7 records it (0 for an id that is not a UUIDv7).
+    pub fn created_millis(self) -> i64 {
+        self.0.get_timestamp().map_or(0, |t| {
+            let (secs, nanos) = t.to_unix();
+            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
+        })
+    }
 }
 
 impl Default for OrderId {

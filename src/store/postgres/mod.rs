@@ -221,11 +221,11 @@ fn bump(signal: &watch::Sender<u64>) {
 const NOTIFY_MESSAGES: &str = "SELECT pg_notify('orderflow_messages', current_schema())";
 
 fn uuid_of(id: OrderId) -> Uuid {
-    Uuid::parse_str(&id.to_string()).expect("an order id is a UUID")
+    id.as_uuid()
 }
 
 fn order_id_of(id: Uuid) -> OrderId {
-    id.hyphenated().to_string().parse().expect("a UUID is an order id")
+    OrderId::from_uuid(id)
 }
 
 fn pool_err(e: PoolError) -> StoreError {
