@@ -83,12 +83,12 @@ pub struct ServeArgs {
     #[arg(long, env = "ORDERFLOW_WITHOUT_RELAY")]
     pub without_relay: bool,
     /// Part of the time each worker works while the API in the same process
-    /// is busy, in (0, 1]: in a spike the queues take up the rest and drain
-    /// afterwards. 1 never gives way.
+    /// is busy and the orders in hand are fresh, in (0, 1]: in a spike the
+    /// queues take up the rest and drain afterwards. 1 never gives way.
     #[arg(long, env = "ORDERFLOW_WORKER_SHARE", default_value_t = 0.25, value_parser = parse_share)]
     pub worker_share: f64,
-    /// Seconds an order may wait for the workers before they stop giving way
-    /// to the API.
+    /// Age in seconds of the orders in hand at which the workers no longer
+    /// give way to the API (their share grows to all of the time on the way).
     #[arg(long, env = "ORDERFLOW_MAX_LAG", default_value_t = 30)]
     pub max_lag: u64,
     /// Seconds a clean shutdown waits for in-flight work before giving up.

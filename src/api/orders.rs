@@ -213,13 +213,7 @@ pub(super) async fn list(
         .map(|c| c.parse::<OrderId>())
         .transpose()
         .map_err(|_| ApiError::BadRequest("invalid_cursor", "cursor is not one this API returned".into()))?;
-    let filter = OrderFilter { status, customer_id: p.customer_id.filter(|s| !s.is_empty()), before, limit: limit + 1 };
-    let mut orders = state.store.list_orders(filter).await?;
-    let next_cursor = if orders.len() > limit {
-        orders.truncate(limit);
-        orders.last().map(|o| o.order_id.to_string())
-    } else {
-        None
-    };
-    Ok(Json(json!({ "orders": orders, "next_cursor": next_cursor })).into_response())
+    let filter = OrderFilter { status, customer_id: p.customer_id.filter(|s| !s.is_empty()), before, limit };
+    let page = state.store.list_orders(filter).await?;
+    Ok(Json(json!({ "orders": page.orders, "next_cursor": page.next })).into_response())
 }

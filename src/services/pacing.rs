@@ -9,12 +9,14 @@
 //! pauses for `t × (1 − share) / share`. The queues absorb the difference and
 //! drain at full speed once the spike is over.
 //!
-//! Two things bound the lag. A worker gives way only while the orders it
-//! handles are younger than `max_lag`: past that it runs flat out, spike or
-//! not. And it gives way only while the API is busy, which here means at
-//! least `BUSY_AT` requests are placing orders at once; under light load a
-//! worker never pauses. A worker in a process without the API never pauses
-//! either.
+//! The lag is bounded: the share grows with the age of the oldest order in
+//! the batch, from `share` for a fresh order to all of the time for one that
+//! has waited `max_lag`, so under a long run of heavy load the workers settle
+//! where they keep up, at some lag below `max_lag`, and past it they run flat
+//! out, spike or not. A worker gives way only while the API is busy, which
+//! here means at least `BUSY_AT` requests are placing orders at once: under
+//! light load it never pauses, and neither does a worker in a process without
+//! the API.
 
 use crate::domain::{now_millis, OrderId};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -57,10 +59,10 @@ impl Drop for Placing<'_> {
 #[derive(Debug, Clone)]
 pub struct Pacing {
     pub intake: Arc<Intake>,
-    /// Part of the time a worker works while the API is busy, in (0, 1];
-    /// 1 never pauses.
+    /// Part of the time a worker works while the API is busy and its orders
+    /// are fresh, in (0, 1]; 1 never pauses.
     pub share: f64,
-    /// Age of the orders in hand past which a worker no longer gives way.
+    /// Age of the orders in hand at which a worker no longer gives way.
     pub max_lag: Duration,
 }
 
@@ -78,11 +80,13 @@ impl Pacing {
             return Duration::ZERO;
         }
         let Some(oldest) = oldest else { return Duration::ZERO };
-        let age = now_millis().saturating_sub(oldest.created_millis());
-        if age >= self.max_lag.as_millis() as i64 {
+        let age = now_millis().saturating_sub(oldest.created_millis()).max(0) as f64;
+        let lag = age / self.max_lag.as_millis().max(1) as f64;
+        if lag >= 1.0 {
             return Duration::ZERO;
         }
-        busy.mul_f64((1.0 - self.share) / self.share).min(MAX_PAUSE)
+        let share = self.share + (1.0 - self.share) * lag;
+        busy.mul_f64((1.0 - share) / share).min(MAX_PAUSE)
     }
 }
 
@@ -105,23 +109,39 @@ mod tests {
         let young = Some(OrderId::new());
         assert_eq!(p.pause_after(batch, young), Duration::ZERO, "idle API");
         let placing = busy(&p.intake);
-        assert_eq!(p.pause_after(batch, young), Duration::from_millis(30), "works a quarter of the time");
+        let pause = p.pause_after(batch, young);
+        assert!(
+            pause > Duration::from_millis(29) && pause <= Duration::from_millis(30),
+            "a quarter of the time: {pause:?}"
+        );
         assert_eq!(p.pause_after(Duration::from_secs(5), young), MAX_PAUSE);
         drop(placing);
         assert!(!p.intake.busy(), "every guard dropped");
         assert_eq!(p.pause_after(batch, young), Duration::ZERO);
     }
 
+    /// An order placed `secs` seconds ago.
+    fn placed_ago(secs: i64) -> OrderId {
+        let at = uuid::Timestamp::from_unix(uuid::NoContext, (now_millis() / 1000 - secs) as u64, 0);
+        OrderId::from_uuid(uuid::Uuid::new_v7(at))
+    }
+
+    #[test]
+    fn the_longer_orders_wait_the_less_a_worker_pauses() {
+        let p = pacing(0.25);
+        let _placing = busy(&p.intake);
+        let batch = Duration::from_millis(10);
+        // 15 s of 30: the share is halfway from a quarter to all, 5/8.
+        let halfway = p.pause_after(batch, Some(placed_ago(15)));
+        assert!(halfway > Duration::from_millis(5) && halfway < Duration::from_millis(7), "{halfway:?}");
+        assert!(p.pause_after(batch, Some(placed_ago(28))) < halfway);
+    }
+
     #[test]
     fn a_worker_behind_by_max_lag_or_with_share_one_never_pauses() {
         let p = pacing(0.25);
         let _placing = busy(&p.intake);
-        let old = OrderId::from_uuid(uuid::Uuid::new_v7(uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            (now_millis() / 1000 - 31) as u64,
-            0,
-        )));
-        assert_eq!(p.pause_after(Duration::from_millis(10), Some(old)), Duration::ZERO);
+        assert_eq!(p.pause_after(Duration::from_millis(10), Some(placed_ago(31))), Duration::ZERO);
         assert_eq!(p.pause_after(Duration::from_millis(10), None), Duration::ZERO);
         let never = Pacing { share: 1.0, ..p.clone() };
         assert_eq!(never.pause_after(Duration::from_millis(10), Some(OrderId::new())), Duration::ZERO);

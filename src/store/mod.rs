@@ -118,7 +118,32 @@ pub struct OrderFilter {
     pub customer_id: Option<String>,
     /// Only orders older than this one (the page cursor).
     pub before: Option<OrderId>,
+    /// Most orders in the page.
     pub limit: usize,
+}
+
+/// One page of a listing, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct OrderPage {
+    pub orders: Vec<OrderView>,
+    /// Where the next page starts (older orders only); `None` at the end. A
+    /// page may hold fewer than `limit` orders and still have a next one, when
+    /// a store bounds how far one page looks.
+    pub next: Option<OrderId>,
+}
+
+impl OrderPage {
+    /// A page from up to `limit + 1` matching rows, newest first: the extra
+    /// row only says that more follow. `looked_to` is the oldest order the
+    /// store examined when it stopped looking before the end.
+    pub fn from_rows(mut rows: Vec<OrderView>, limit: usize, looked_to: Option<OrderId>) -> OrderPage {
+        if rows.len() > limit {
+            rows.truncate(limit);
+            let next = rows.last().map(|o| o.order_id);
+            return OrderPage { orders: rows, next };
+        }
+        OrderPage { orders: rows, next: looked_to }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -193,7 +218,7 @@ pub trait Store: Send + Sync + 'static {
     /// Stores an order and its `OrderPlaced` event in one transaction.
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError>;
     async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError>;
-    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError>;
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError>;
     /// Reserves stock for each `OrderPlaced` event, all-or-nothing per order,
     /// recording the event id in `consumer`'s inbox with the effect.
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;

@@ -19,8 +19,8 @@ mod queue;
 mod tests;
 
 use super::{
-    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
-    StockLevel, Store, StoreError,
+    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed,
+    QueueStore, StockLevel, Store, StoreError,
 };
 use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, OrderId};
@@ -101,7 +101,7 @@ impl Store for PostgresStore {
         bounded(async { orders::get(&self.client().await?, id).await }).await
     }
 
-    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError> {
         bounded(async { orders::list(&self.client().await?, filter).await }).await
     }
 

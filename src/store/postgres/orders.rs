@@ -17,7 +17,9 @@
 
 use super::{db_err, order_id_of, pool_err, uuid_of, NOTIFY_MESSAGES};
 use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
-use crate::store::{OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS};
+use crate::store::{
+    OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
+};
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -249,14 +251,35 @@ pub(super) async fn get(client: &impl GenericClient, id: OrderId) -> Result<Opti
     row.as_ref().map(order_from_row).transpose()
 }
 
+/// Rows a listing by status alone examines for one page.
+pub(super) const STATUS_SCAN: i64 = 10_000;
+
 /// Newest first, below the cursor: ids are UUIDv7, so `id < cursor` never
 /// repeats or skips an order between pages.
-pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+///
+/// There is no index on `status` (schema version 2), so a listing by status
+/// alone walks the primary key and filters. One page looks at no more than
+/// `STATUS_SCAN` orders: when too few of them match, the page is short (even
+/// empty) and its cursor points below the last order it looked at, so each
+/// request stays quick however rare the status, and paging still sees every
+/// order once. A customer's orders are found through their own index.
+pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<OrderPage, StoreError> {
     let status = f.status.map(|s| s.as_str());
     let before = f.before.map(uuid_of);
-    let limit = f.limit as i64;
+    let floor = match (&status, &f.customer_id) {
+        (Some(_), None) => {
+            let stmt = client
+                .prepare_cached("SELECT id FROM orders WHERE id < $1 ORDER BY id DESC OFFSET $2 LIMIT 1")
+                .await
+                .map_err(db_err)?;
+            let row = client.query_opt(&stmt, &[&before.unwrap_or(Uuid::max()), &(STATUS_SCAN - 1)]).await;
+            row.map_err(db_err)?.map(|r| r.get::<_, Uuid>(0))
+        }
+        _ => None,
+    };
+    let limit = f.limit as i64 + 1;
     let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE true");
-    let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(4);
+    let mut args: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(5);
     if let Some(status) = &status {
         args.push(status);
         sql.push_str(&format!(" AND status = ${}", args.len()));
@@ -269,9 +292,14 @@ pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<
         args.push(before);
         sql.push_str(&format!(" AND id < ${}", args.len()));
     }
+    if let Some(floor) = &floor {
+        args.push(floor);
+        sql.push_str(&format!(" AND id >= ${}", args.len()));
+    }
     args.push(&limit);
     sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", args.len()));
     let stmt = client.prepare_cached(&sql).await.map_err(db_err)?;
     let rows = client.query(&stmt, &args).await.map_err(db_err)?;
-    rows.iter().map(order_from_row).collect()
+    let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(OrderPage::from_rows(orders, f.limit, floor.map(order_id_of)))
 }

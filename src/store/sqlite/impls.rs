@@ -5,8 +5,8 @@ use super::{db_err, orders, pipeline, queue, SqliteStore};
 use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{now_millis, Event, OrderId};
 use crate::store::{
-    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
-    QueueStore, StockLevel, Store, StoreError,
+    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed,
+    PreparedOrder, QueueStore, StockLevel, Store, StoreError,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -22,7 +22,7 @@ impl Store for SqliteStore {
         self.read(move |c| orders::get(c, id)).await
     }
 
-    async fn list_orders(&self, filter: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+    async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError> {
         self.read(move |c| orders::list(c, filter)).await
     }
 

@@ -446,7 +446,8 @@ mod tests {
         for (status, id) in [(Status::Completed, Some(done)), (Status::Rejected, Some(failed)), (Status::Placed, None)]
         {
             let filter = OrderFilter { status: Some(status), customer_id: None, before: None, limit: 10 };
-            let found: Vec<OrderId> = store.list_orders(filter).await.unwrap().iter().map(|o| o.order_id).collect();
+            let found: Vec<OrderId> =
+                store.list_orders(filter).await.unwrap().orders.iter().map(|o| o.order_id).collect();
             assert_eq!(found, Vec::from_iter(id), "{status}");
         }
         assert_current(&path);

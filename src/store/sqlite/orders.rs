@@ -3,7 +3,7 @@
 use super::db_err;
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
-    queue_for, OrderFilter, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
+    queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::Cell;
@@ -130,7 +130,7 @@ pub(super) fn get(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, S
     conn.prepare_cached(&sql).and_then(|mut s| s.query_row([&id], order_from_row).optional()).map_err(db_err)
 }
 
-pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, StoreError> {
+pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<OrderPage, StoreError> {
     let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
     let mut args: Vec<String> = Vec::new();
     if let Some(status) = f.status {
@@ -151,11 +151,11 @@ pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<Vec<OrderView>, 
         args.push(before.to_string());
         sql.push_str(&format!(" AND id < ?{}", args.len()));
     }
-    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit));
+    sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", f.limit + 1));
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
     let rows = stmt
         .query_map(rusqlite::params_from_iter(args.iter()), order_from_row)
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
-    Ok(rows)
+    Ok(OrderPage::from_rows(rows, f.limit, None))
 }
