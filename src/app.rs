@@ -9,7 +9,7 @@
 use crate::api::{self, AppState};
 use crate::broker::{AmqpBroker, Broker, DbBroker, RetryPolicy};
 use crate::config::{Common, ServeArgs};
-use crate::services::{self, Intake, Pacing, Service, WorkerSettings};
+use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database};
 use anyhow::Context;
 use std::sync::Arc;
@@ -74,7 +74,6 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
         return Ok(());
     };
     let mut tasks = JoinSet::new();
-    let intake = Arc::new(Intake::default());
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
@@ -83,7 +82,6 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
             broker: broker.clone(),
             metrics: crate::telemetry::metrics_handle(),
             max_in_flight: args.max_in_flight,
-            intake: intake.clone(),
         };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.
@@ -93,7 +91,6 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     let settings = WorkerSettings {
         batch_size: args.batch_size as usize,
         retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
-        pacing: Pacing { intake, share: args.worker_share, max_lag: Duration::from_secs(args.max_lag) },
     };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, shutdown.clone()));

@@ -82,25 +82,9 @@ pub struct ServeArgs {
     /// Leave the outbox to a separate `orderflow relay` (for `api` and `run`).
     #[arg(long, env = "ORDERFLOW_WITHOUT_RELAY")]
     pub without_relay: bool,
-    /// Part of the time each worker works while the API in the same process
-    /// is busy and the orders in hand are fresh, in (0, 1]: in a spike the
-    /// queues take up the rest and drain afterwards. 1 never gives way.
-    #[arg(long, env = "ORDERFLOW_WORKER_SHARE", default_value_t = 0.25, value_parser = parse_share)]
-    pub worker_share: f64,
-    /// Age in seconds of the orders in hand at which the workers no longer
-    /// give way to the API (their share grows to all of the time on the way).
-    #[arg(long, env = "ORDERFLOW_MAX_LAG", default_value_t = 30)]
-    pub max_lag: u64,
     /// Seconds a clean shutdown waits for in-flight work before giving up.
     #[arg(long, env = "ORDERFLOW_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
-}
-
-fn parse_share(s: &str) -> Result<f64, String> {
-    match s.parse::<f64>() {
-        Ok(share) if share > 0.0 && share <= 1.0 => Ok(share),
-        _ => Err(format!("'{s}' is not a share: give a number above 0 and at most 1")),
-    }
 }
 
 impl ServeArgs {

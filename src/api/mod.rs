@@ -8,7 +8,6 @@ mod orders;
 pub use error::ApiError;
 
 use crate::broker::Broker;
-use crate::services::Intake;
 use crate::store::Store;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -31,8 +30,6 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Requests handled at once; more are refused with 503 at once.
     pub max_in_flight: usize,
-    /// Counts the requests placing orders, for the workers in this process.
-    pub intake: Arc<Intake>,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -123,9 +123,7 @@ fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Resul
 pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrder) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     let idempotency = key.map(|k| (k, request_hash(&order)));
-    let placing = state.intake.placing();
     let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency }).await?;
-    drop(placing);
     metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
     Ok(accepted(placed))
 }

@@ -44,15 +44,6 @@ impl OrderId {
     pub fn as_uuid(self) -> Uuid {
         self.0
     }
-
-    /// When the order was placed, in milliseconds since the epoch, as its
-    /// UUIDv7 records it (0 for an id that is not a UUIDv7).
-    pub fn created_millis(self) -> i64 {
-        self.0.get_timestamp().map_or(0, |t| {
-            let (secs, nanos) = t.to_unix();
-            secs as i64 * 1000 + i64::from(nanos / 1_000_000)
-        })
-    }
 }
 
 impl Default for OrderId {

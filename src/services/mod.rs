@@ -6,11 +6,9 @@
 //! orders. The relay publishes the outbox when a network broker carries the
 //! events.
 
-mod pacing;
 mod relay;
 mod worker;
 
-pub use pacing::{Intake, Pacing, Placing};
 pub use relay::run as run_relay;
 pub use worker::WorkerSettings;
 

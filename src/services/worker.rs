@@ -15,12 +15,12 @@
 //!
 //! Either way a failure backs off, doubling the pause up to a few seconds.
 
-use super::{Pacing, Service};
+use super::Service;
 use crate::broker::{Broker, Delivery, RetryPolicy, Settle, Subscription};
-use crate::domain::{Event, OrderId};
+use crate::domain::Event;
 use crate::store::{Database, Effect, Handled, Store, StoreError};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
@@ -28,12 +28,11 @@ pub struct WorkerSettings {
     /// Most messages taken and applied in one transaction.
     pub batch_size: usize,
     pub retry: RetryPolicy,
-    pub pacing: Pacing,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { batch_size: 512, retry: RetryPolicy::default(), pacing: Pacing::default() }
+        Self { batch_size: 512, retry: RetryPolicy::default() }
     }
 }
 
@@ -90,7 +89,6 @@ async fn run_in_store(
         // Mark the signal seen before looking, so a commit that races with
         // this turn still wakes the next wait.
         signal.borrow_and_update();
-        let began = Instant::now();
         let consumed =
             store.consume(service.name(), service.queue(), service.effect(), settings.batch_size, settings.retry).await;
         match consumed {
@@ -109,8 +107,6 @@ async fn run_in_store(
                         dead_lettered = batch.dead_lettered,
                         "batch settled"
                     );
-                    let oldest = batch.applied.iter().map(|e| e.order_id).min();
-                    give_way(&settings.pacing, began, oldest, &shutdown).await;
                     continue;
                 }
                 tokio::select! {
@@ -150,7 +146,6 @@ async fn run_subscribed(
         if batch.is_empty() {
             continue;
         }
-        let began = Instant::now();
         let mut settled = Vec::with_capacity(batch.len());
         let mut parsed = Vec::with_capacity(batch.len());
         for Delivery { tag, body } in batch {
@@ -222,25 +217,9 @@ async fn run_subscribed(
         if stopping {
             break;
         }
-        let oldest = parsed.iter().flat_map(|(_, events)| events.iter().map(|e| e.order_id)).min();
-        give_way(&settings.pacing, began, oldest, &shutdown).await;
     }
     tracing::info!(service = service.name(), "stopped");
     Ok(())
-}
-
-/// Pauses after a batch begun at `began`, while the API beside the worker is
-/// busy (`Pacing`); returns early on shutdown.
-async fn give_way(pacing: &Pacing, began: Instant, oldest: Option<OrderId>, shutdown: &CancellationToken) {
-    let pause = pacing.pause_after(began.elapsed(), oldest);
-    if pause.is_zero() {
-        return;
-    }
-    metrics::counter!("orderflow_worker_pause_microseconds_total").increment(pause.as_micros() as u64);
-    tokio::select! {
-        _ = tokio::time::sleep(pause) => {}
-        _ = shutdown.cancelled() => {}
-    }
 }
 
 async fn settle(

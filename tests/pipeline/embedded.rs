@@ -1,6 +1,6 @@
 //! The embedded mode: SQLite and its own queue, every role in one process.
 
-use crate::helpers::{eventually, order, Env, Server};
+use crate::helpers::{order, Env, Server};
 use crate::scenarios::{self, SETTLE};
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -225,43 +225,4 @@ async fn overload_is_shed_quickly() {
     }
     assert!(accepted > 0 && shed > 0, "{accepted} accepted, {shed} shed");
     assert!(started.elapsed() < Duration::from_secs(10), "answers came fast: {:?}", started.elapsed());
-}
-
-/// The value of a counter on `/metrics`, 0 when it has not been counted yet.
-async fn counter(server: &Server, name: &str) -> u64 {
-    let metrics = server.client.http.get(server.client.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    metrics.lines().find_map(|l| l.strip_prefix(name)).map_or(0, |v| v.trim().parse().unwrap())
-}
-
-/// In a spike the workers give way to the API: while requests keep coming,
-/// accepted orders wait in the queue and the workers pause between batches;
-/// once the requests stop, every order completes and stock adds up.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn in_a_spike_the_workers_give_way_then_catch_up() {
-    let env = Env::embedded();
-    env.set_stock("gadget", 100_000);
-    let server = Server::start(&env, "run", &["--worker-share", "0.02"]).await;
-    let load = load(&server, 4000).await;
-    let mut most_waiting = 0;
-    while !load.is_finished() {
-        let (status, page) = server.client.get("/orders?status=placed&limit=1000").await;
-        assert_eq!(status, 200, "{page}");
-        most_waiting = most_waiting.max(page["orders"].as_array().unwrap().len());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let accepted = load.await.unwrap();
-    assert_eq!(accepted.len(), 4000, "every order was accepted");
-    assert!(most_waiting >= 200, "at most {most_waiting} orders waited for the inventory service during the spike");
-    let paused = counter(&server, "orderflow_worker_pause_microseconds_total").await;
-    assert!(paused >= 500_000, "the workers paused for {paused} µs in all");
-    let open = || async {
-        let (_, placed) = server.client.get("/orders?status=placed&limit=1").await;
-        let (_, reserved) = server.client.get("/orders?status=reserved&limit=1").await;
-        placed["orders"].as_array().unwrap().is_empty() && reserved["orders"].as_array().unwrap().is_empty()
-    };
-    eventually(SETTLE, "every order to complete", open).await;
-    let completed = server.client.list("customer_id=load&status=completed", 1000).await;
-    assert_eq!(completed.len(), accepted.len(), "every order completed");
-    let held: i64 = completed.iter().map(|o| o["items"][0]["quantity"].as_i64().unwrap()).sum();
-    assert_eq!(env.stock("gadget"), (100_000 - held, held), "each order reserved its stock once");
 }
