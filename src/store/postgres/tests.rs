@@ -412,6 +412,58 @@ async fn duplicate_deliveries_reserve_once() {
     assert_eq!(db.store.list_stock().await.unwrap()[0].available, 3);
 }
 
+/// Two different `OrderPlaced` events about one order, applied at the same
+/// moment by two workers that both read the order as placed: one reserves,
+/// the other's batch fails and, tried again, finds a duplicate. Stock moves once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_events_about_one_order_applied_at_once_reserve_once() {
+    let Some(db) = setup().await else { return };
+    db.store.set_stock("tea", 5).await.unwrap();
+    let placed = db.store.place_order(order("c1", &[("tea", 2)], None)).await.unwrap();
+    let items = db.store.get_order(placed.id).await.unwrap().unwrap().items;
+    let event = || Event::new(EventType::OrderPlaced, placed.id, CustomerId::parse("c1").unwrap(), items.clone(), None);
+    let other = Arc::new(PostgresStore::open(&db.url).await.unwrap());
+
+    // Hold the stock row, so both workers read the order and wait there.
+    let (mut holder, conn) = tokio_postgres::connect(&db.url, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let hold = holder.transaction().await.unwrap();
+    hold.execute("SELECT 1 FROM inventory WHERE sku = 'tea' FOR UPDATE", &[]).await.unwrap();
+    let (first, second) = (event(), event());
+    let a = tokio::spawn({
+        let store = db.store.clone();
+        let first = first.clone();
+        async move { store.reserve("inventory", vec![first]).await }
+    });
+    let b = tokio::spawn({
+        let store = other.clone();
+        let second = second.clone();
+        async move { store.reserve("inventory", vec![second]).await }
+    });
+    let waiting =
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FROM inventory%'";
+    for _ in 0..200 {
+        if db.count(waiting).await == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(db.count(waiting).await, 2, "both workers wait for the stock row");
+    hold.rollback().await.unwrap();
+
+    let outcomes = [a.await.unwrap(), b.await.unwrap()];
+    let done = outcomes.iter().filter(|o| matches!(o, Ok(h) if h == &[Handled::Done])).count();
+    let failed = outcomes.iter().filter(|o| o.is_err()).count();
+    assert_eq!((done, failed), (1, 1), "{outcomes:?}");
+    // Whichever failed, tried again, finds nothing left to do.
+    let again = if outcomes[0].is_err() { first } else { second };
+    let again = db.store.reserve("inventory", vec![again]).await;
+    assert_eq!(again.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(db.store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(db.store.get_order(placed.id).await.unwrap().unwrap().status, Status::Reserved);
+    assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'inventory-events'").await, 1);
+}
+
 #[tokio::test]
 async fn poison_and_failing_messages_are_dead_lettered_and_replayed() {
     let Some(db) = setup().await else { return };
