@@ -576,6 +576,49 @@ async fn unreachable_server_fails_fast() {
     assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
 }
 
+/// A schema made by version 1 keeps its orders, loses the index on `status`,
+/// leaves room on its pages for status updates, and still lists by status.
+#[tokio::test]
+async fn a_version_1_schema_is_migrated() {
+    let Some(admin) = admin_connection().await else { return };
+    let name = new_schema_name();
+    let _schema = Schema(name.clone());
+    let rejected = OrderId::new();
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {name}; SET search_path TO {name};
+             {}
+             CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_version VALUES (1, 0);
+             INSERT INTO orders (id, customer_id, status, reason, items, created_at, updated_at, rejected_at)
+             VALUES ('{rejected}', 'c1', 'rejected', 'out_of_stock:tea', '[]', 1, 2, 2);",
+            super::connect::MIGRATIONS[0]
+        ))
+        .await
+        .unwrap();
+    let store = PostgresStore::open(&with_param(&base_url(), &format!("schema={name}"))).await.unwrap();
+    let filter = OrderFilter { status: Some(Status::Rejected), customer_id: None, before: None, limit: 10 };
+    let page = store.list_orders(filter).await.unwrap();
+    assert_eq!(page.orders.iter().map(|o| o.order_id).collect::<Vec<_>>(), vec![rejected]);
+    let indexes: Vec<String> = admin
+        .query(
+            "SELECT indexname::text FROM pg_indexes WHERE schemaname = $1 AND tablename = 'orders' ORDER BY 1",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(indexes, ["orders_by_customer", "orders_pkey"]);
+    let options: Option<Vec<String>> = admin
+        .query_one(&format!("SELECT reloptions FROM pg_class WHERE oid = '{name}.orders'::regclass"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(options, Some(vec!["fillfactor=60".to_owned()]));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_starts_migrate_once_into_a_named_schema() {
     let Some(admin) = admin_connection().await else { return };
