@@ -5,9 +5,10 @@
 //! connect or wait) and run one transaction. Placing orders is the exception:
 //! it is the hot path, so a background task coalesces concurrent calls into one
 //! multi-row transaction per batch (see `orders`). Everything that must be safe
-//! across processes is made so by the database itself: row locks taken in a
-//! fixed order, `SKIP LOCKED` queues, `ON CONFLICT` claims of idempotency keys
-//! and inbox entries, and `LISTEN/NOTIFY` to wake consumers in other processes.
+//! across processes is made so by the database itself: stock rows locked in
+//! SKU order, status updates that name the status they move from, `SKIP
+//! LOCKED` queues, `ON CONFLICT` claims of idempotency keys and inbox entries,
+//! and `LISTEN/NOTIFY` to wake consumers in other processes.
 //! A database that cannot be reached is reported as `Unavailable` (a 503), and
 //! the pool replaces broken connections by itself when the server returns.
 
