@@ -32,7 +32,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_postgres::error::SqlState;
-use uuid::Uuid;
 
 /// Longest a call waits to connect or for a free connection before it gives up
 /// with `Unavailable`, so nothing hangs while PostgreSQL is down.
@@ -220,14 +219,6 @@ fn bump(signal: &watch::Sender<u64>) {
 /// Queues wake-ups for consumers in every process sharing this schema: the
 /// notification is delivered when (and only if) the transaction commits.
 const NOTIFY_MESSAGES: &str = "SELECT pg_notify('orderflow_messages', current_schema())";
-
-fn uuid_of(id: OrderId) -> Uuid {
-    id.as_uuid()
-}
-
-fn order_id_of(id: Uuid) -> OrderId {
-    OrderId::from_uuid(id)
-}
 
 fn pool_err(e: PoolError) -> StoreError {
     match e {

@@ -15,7 +15,7 @@
 //! only the first request with a key claims it; the others follow its fate.
 //! Keys are claimed in sorted order so two batches never deadlock on them.
 
-use super::{db_err, order_id_of, pool_err, uuid_of, NOTIFY_MESSAGES};
+use super::{db_err, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
     OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
@@ -119,7 +119,7 @@ async fn place_batch(
     if !claims.is_empty() {
         let keys: Vec<&str> = claims.iter().map(|(k, _)| *k).collect();
         let hashes: Vec<&str> = claims.iter().map(|(_, i)| hash_of(&orders[*i])).collect();
-        let ids: Vec<Uuid> = claims.iter().map(|(_, i)| uuid_of(orders[*i].id)).collect();
+        let ids: Vec<Uuid> = claims.iter().map(|(_, i)| orders[*i].id.as_uuid()).collect();
         let claim = tx
             .prepare_cached(
                 "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at)
@@ -166,7 +166,7 @@ async fn place_batch(
         } else {
             match earlier.get(key) {
                 Some((seen, id, created_at)) if seen == hash => {
-                    Ok(Placed { id: order_id_of(*id), created_at: *created_at, replayed: true })
+                    Ok(Placed { id: OrderId::from_uuid(*id), created_at: *created_at, replayed: true })
                 }
                 Some(_) => Err(StoreError::IdempotencyConflict),
                 None => {
@@ -178,7 +178,7 @@ async fn place_batch(
     }
 
     if !fresh.is_empty() {
-        let ids: Vec<Uuid> = fresh.iter().map(|o| uuid_of(o.id)).collect();
+        let ids: Vec<Uuid> = fresh.iter().map(|o| o.id.as_uuid()).collect();
         let customers: Vec<&str> = fresh.iter().map(|o| o.customer_id.as_str()).collect();
         let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
         let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
@@ -233,7 +233,7 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
         }
     }
     Ok(OrderView {
-        order_id: order_id_of(r.try_get(0).map_err(db_err)?),
+        order_id: OrderId::from_uuid(r.try_get(0).map_err(db_err)?),
         customer_id: r.try_get(1).map_err(db_err)?,
         status: status.parse().map_err(|e: crate::domain::ValidationError| bad("status", e.message))?,
         reason,
@@ -247,7 +247,7 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
 pub(super) async fn get(client: &impl GenericClient, id: OrderId) -> Result<Option<OrderView>, StoreError> {
     let stmt =
         client.prepare_cached(&format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1")).await.map_err(db_err)?;
-    let row = client.query_opt(&stmt, &[&uuid_of(id)]).await.map_err(db_err)?;
+    let row = client.query_opt(&stmt, &[&id.as_uuid()]).await.map_err(db_err)?;
     row.as_ref().map(order_from_row).transpose()
 }
 
@@ -265,7 +265,7 @@ pub(super) const STATUS_SCAN: i64 = 10_000;
 /// order once. A customer's orders are found through their own index.
 pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<OrderPage, StoreError> {
     let status = f.status.map(|s| s.as_str());
-    let before = f.before.map(uuid_of);
+    let before = f.before.map(OrderId::as_uuid);
     let floor = match (&status, &f.customer_id) {
         (Some(_), None) => {
             let stmt = client
@@ -301,5 +301,5 @@ pub(super) async fn list(client: &impl GenericClient, f: OrderFilter) -> Result<
     let stmt = client.prepare_cached(&sql).await.map_err(db_err)?;
     let rows = client.query(&stmt, &args).await.map_err(db_err)?;
     let orders = rows.iter().map(order_from_row).collect::<Result<Vec<_>, _>>()?;
-    Ok(OrderPage::from_rows(orders, f.limit, floor.map(order_id_of)))
+    Ok(OrderPage::from_rows(orders, f.limit, floor.map(OrderId::from_uuid)))
 }

@@ -17,7 +17,7 @@
 //! batch fails and is tried again, when the read sees the new status. Locking
 //! every order up front instead cost a statement and a WAL record per order.
 
-use super::{db_err, uuid_of, NOTIFY_MESSAGES};
+use super::{db_err, NOTIFY_MESSAGES};
 use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
 use crate::store::{queue_for, Handled, StockLevel, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 /// The statuses of the orders the events are about (see the module doc).
 async fn read_orders(tx: &Transaction<'_>, events: &[Event]) -> Result<HashMap<Uuid, Status>, StoreError> {
-    let ids: Vec<Uuid> = events.iter().map(|e| uuid_of(e.order_id)).collect::<BTreeSet<_>>().into_iter().collect();
+    let ids: Vec<Uuid> = events.iter().map(|e| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
     let stmt = tx.prepare_cached("SELECT id, status FROM orders WHERE id = ANY($1)").await.map_err(db_err)?;
     let mut statuses = HashMap::with_capacity(ids.len());
     for row in tx.query(&stmt, &[&ids]).await.map_err(db_err)? {
@@ -66,7 +66,7 @@ pub(super) async fn reserve(
     // was made before, by an earlier delivery.
     let candidates: Vec<Uuid> = events
         .iter()
-        .filter(|e| statuses.contains_key(&uuid_of(e.order_id)))
+        .filter(|e| statuses.contains_key(&e.order_id.as_uuid()))
         .map(|e| e.event_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -87,7 +87,7 @@ pub(super) async fn reserve(
     // Lock the stock every order that may reserve wants, sorted by SKU.
     let skus: Vec<&str> = events
         .iter()
-        .filter(|e| claimed.contains(&e.event_id) && statuses.get(&uuid_of(e.order_id)) == Some(&Status::Placed))
+        .filter(|e| claimed.contains(&e.event_id) && statuses.get(&e.order_id.as_uuid()) == Some(&Status::Placed))
         .flat_map(|e| e.items.iter().map(|item| item.sku.as_str()))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -107,7 +107,7 @@ pub(super) async fn reserve(
     let mut outcomes = Vec::with_capacity(events.len());
     let (mut reserved, mut rejected, mut reasons, mut next) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
-        let id = uuid_of(event.order_id);
+        let id = event.order_id.as_uuid();
         let Some(status) = statuses.get(&id).copied() else {
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
@@ -213,9 +213,9 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
     let (mut ids, mut orders, mut kinds, mut messages) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
         let Some((kind, message)) = event.notification() else { continue };
-        if statuses.contains_key(&uuid_of(event.order_id)) && seen.insert(event.event_id) {
+        if statuses.contains_key(&event.order_id.as_uuid()) && seen.insert(event.event_id) {
             ids.push(event.event_id);
-            orders.push(uuid_of(event.order_id));
+            orders.push(event.order_id.as_uuid());
             kinds.push(kind);
             messages.push(message);
         }
@@ -237,7 +237,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
     let mut outcomes = Vec::with_capacity(events.len());
     let mut completed = Vec::new();
     for event in events {
-        let id = uuid_of(event.order_id);
+        let id = event.order_id.as_uuid();
         let Some(status) = statuses.get(&id).copied() else {
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;

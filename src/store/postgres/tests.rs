@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tokio::task::JoinSet;
 use tokio_postgres::NoTls;
+use uuid::Uuid;
 
 fn base_url() -> String {
     std::env::var("ORDERFLOW_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
@@ -171,7 +172,7 @@ async fn a_rare_status_is_listed_in_bounded_pages() {
         let filter = OrderFilter { status: Some(Status::Rejected), before, limit: 50, customer_id: None };
         let page = db.store.list_orders(filter).await.unwrap();
         pages += 1;
-        found.extend(page.orders.iter().map(|o| uuid_of(o.order_id)));
+        found.extend(page.orders.iter().map(|o| o.order_id.as_uuid()));
         match page.next {
             Some(next) => before = Some(next),
             None => break,
