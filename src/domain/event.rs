@@ -69,16 +69,23 @@ impl Event {
     /// What the customer is told about this event, and its kind; `None` for
     /// events that are not outcomes.
     pub fn notification(&self) -> Option<(&'static str, String)> {
+        let kind = self.notification_kind()?;
+        let text = match self.event_type {
+            EventType::InventoryReserved => format!("Your order {} is confirmed.", self.order_id),
+            _ => format!(
+                "Sorry, your order {} could not be fulfilled ({}).",
+                self.order_id,
+                self.reason.as_deref().unwrap_or("unknown reason")
+            ),
+        };
+        Some((kind, text))
+    }
+
+    /// The kind of notification this event makes, without its text.
+    pub fn notification_kind(&self) -> Option<&'static str> {
         match self.event_type {
-            EventType::InventoryReserved => Some(("confirmed", format!("Your order {} is confirmed.", self.order_id))),
-            EventType::InventoryFailed => Some((
-                "rejected",
-                format!(
-                    "Sorry, your order {} could not be fulfilled ({}).",
-                    self.order_id,
-                    self.reason.as_deref().unwrap_or("unknown reason")
-                ),
-            )),
+            EventType::InventoryReserved => Some("confirmed"),
+            EventType::InventoryFailed => Some("rejected"),
             EventType::OrderPlaced => None,
         }
     }

@@ -246,8 +246,18 @@ async fn apply(store: &dyn Store, service: Service, events: Vec<Event>) -> Resul
 
 /// The notification itself: one log line per outcome, written after the
 /// notifier's commit so a line is never logged for an effect that was lost.
+/// Its fields say what the customer is told (the `notifications` table keeps
+/// the text). The message is a fixed word and the fields are quoted only where
+/// they may hold spaces: the log formatter escapes a message character by
+/// character and quotes a text field through `Debug`, and the line cost more
+/// than the order's share of its commit.
 fn log_notification(event: &Event) {
-    if let Some((kind, message)) = event.notification() {
-        tracing::info!(order_id = %event.order_id, customer_id = event.customer_id.as_str(), kind, "notification: {message}");
-    }
+    let Some(kind) = event.notification_kind() else { return };
+    tracing::info!(
+        order_id = %event.order_id,
+        customer_id = event.customer_id.as_str(),
+        kind = %kind,
+        reason = event.reason.as_deref(),
+        "notification"
+    );
 }

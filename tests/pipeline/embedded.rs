@@ -15,7 +15,28 @@ async fn start() -> (Env, Server) {
 #[tokio::test]
 async fn lifecycle() {
     let (env, server) = start().await;
-    scenarios::lifecycle(&env, &server.client).await;
+    let orders = scenarios::lifecycle(&env, &server.client).await;
+
+    // The notifier logs one line per outcome, once its commit is durable.
+    let deadline = std::time::Instant::now() + SETTLE;
+    let lines = loop {
+        let log = server.log();
+        let lines: Vec<String> = log.lines().filter(|l| l.contains(" notification ")).map(str::to_owned).collect();
+        if lines.len() >= orders.len() || std::time::Instant::now() > deadline {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(lines.len(), orders.len(), "one notification line per order:\n{}", lines.join("\n"));
+    for order in &orders {
+        let id = order["order_id"].as_str().unwrap();
+        let line = lines.iter().find(|l| l.contains(&format!("order_id={id} "))).expect("a line for every order");
+        assert!(line.contains(&format!("customer_id={}", order["customer_id"])), "{line}");
+        match order["status"].as_str() {
+            Some("completed") => assert!(line.contains("kind=confirmed") && !line.contains("reason="), "{line}"),
+            _ => assert!(line.contains(&format!("kind=rejected reason={}", order["reason"])), "{line}"),
+        }
+    }
 }
 
 #[tokio::test]

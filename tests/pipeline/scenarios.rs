@@ -12,7 +12,8 @@ fn statuses(order: &Value) -> Vec<String> {
 
 /// An order goes placed → reserved → completed, one with an unknown SKU is
 /// rejected without taking any stock, and the compatible routes work.
-pub async fn lifecycle(env: &Env, api: &Client) {
+/// Returns the orders, terminal, in the order they were placed.
+pub async fn lifecycle(env: &Env, api: &Client) -> Vec<Value> {
     env.set_stock("burger", 10);
     env.set_stock("fries", 5);
     let ok = api.place(&order("alice", &[("burger", 2), ("fries", 1)])).await;
@@ -43,6 +44,7 @@ pub async fn lifecycle(env: &Env, api: &Client) {
     let (status, compat) = api.get(&format!("/order/get/{ok}")).await;
     assert_eq!(status, 200);
     assert_eq!(compat, serde_json::json!({"order_id": ok, "status": "completed"}));
+    done
 }
 
 /// 300 concurrent orders for 100 in stock: exactly 100 reserved, never more.

@@ -17,12 +17,14 @@ mod impls;
 mod orders;
 mod pipeline;
 mod queue;
+mod statements;
 mod sync;
 mod wal_vfs;
 
 use super::StoreError;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
+use statements::Writer;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -47,7 +49,7 @@ thread_local! {
     /// Set on the writer thread by a failed `AbortOnError` job.
     static ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
-type Job = Box<dyn FnOnce(&Connection) -> Reply + Send>;
+type Job = Box<dyn FnOnce(&Writer<'_>) -> Reply + Send>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -98,7 +100,7 @@ impl SqliteStore {
     async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(Guard::Savepoint, f).await
     }
@@ -109,7 +111,7 @@ impl SqliteStore {
     async fn write_checked_first<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         self.submit(Guard::AbortOnError, f).await
     }
@@ -117,7 +119,7 @@ impl SqliteStore {
     async fn submit<T, F>(&self, guard: Guard, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
         let job: Job = Box::new(move |conn| {
@@ -253,7 +255,7 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// Runs one job; a panic in it fails the whole transaction, not the writer.
-fn run_job(job: Job, conn: &Connection) -> Reply {
+fn run_job(job: Job, conn: &Writer<'_>) -> Reply {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
         Ok(reply) => reply,
         Err(_) => {
@@ -264,7 +266,7 @@ fn run_job(job: Job, conn: &Connection) -> Reply {
     }
 }
 
-fn in_savepoint<T>(conn: &Connection, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+fn in_savepoint<T>(conn: &Writer<'_>, f: impl FnOnce(&Writer<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
     run(conn, "SAVEPOINT job").map_err(db_err)?;
     let result = f(conn);
     if result.is_err() {
@@ -307,6 +309,7 @@ fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Dur
 }
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Syncer, checkpointer: checkpoint::Waker) {
+    let conn = Writer::new(&conn);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     let mut idle_since = Instant::now();
     while let Some(first) = rx.blocking_recv() {

@@ -1,6 +1,7 @@
 //! Orders: accepting them, reading them back, paging through them.
 
 use super::db_err;
+use super::statements::{Hot, Writer};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
     queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
@@ -15,14 +16,12 @@ thread_local! {
 }
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).
-pub(super) fn enqueue(conn: &Connection, event: &Event) -> Result<(), StoreError> {
+pub(super) fn enqueue(conn: &Writer<'_>, event: &Event) -> Result<(), StoreError> {
     enqueue_raw(conn, queue_for(event), event.event_type.routing_key(), &event.to_json())
 }
 
-fn enqueue_raw(conn: &Connection, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("INSERT INTO messages (queue, routing_key, body) VALUES (?1, ?2, ?3)")
-        .and_then(|mut s| s.execute(params![queue, routing_key, body]))
-        .map_err(db_err)?;
+fn enqueue_raw(conn: &Writer<'_>, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
+    conn.stmt(Hot::Enqueue).and_then(|mut s| s.execute(params![queue, routing_key, body])).map_err(db_err)?;
     QUEUED.set(true);
     Ok(())
 }
@@ -31,7 +30,7 @@ fn enqueue_raw(conn: &Connection, queue: &str, routing_key: &str, body: &str) ->
 /// changes nothing, when the order is missing or no longer in `from`: the
 /// guard that makes a repeated event harmless.
 pub(super) fn transition(
-    conn: &Connection,
+    conn: &Writer<'_>,
     id: OrderId,
     from: Status,
     to: Status,
@@ -41,13 +40,13 @@ pub(super) fn transition(
     if !from.can_become(to) {
         return Err(StoreError::Other(anyhow::anyhow!("an order cannot go from {from} to {to}")));
     }
-    let sql = match to {
-        Status::Reserved => "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3 WHERE id = ?1 AND status = ?4",
-        Status::Completed => "UPDATE orders SET status = 'completed', reason = ?2, updated_at = ?3, completed_at = ?3 WHERE id = ?1 AND status = ?4",
-        _ => "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3 WHERE id = ?1 AND status = ?4",
+    let stmt = match to {
+        Status::Reserved => Hot::Reserve,
+        Status::Completed => Hot::Complete,
+        _ => Hot::Reject,
     };
     let changed = conn
-        .prepare_cached(sql)
+        .stmt(stmt)
         .and_then(|mut s| s.execute(params![id.to_string(), reason, now, from.as_str()]))
         .map_err(db_err)?;
     Ok(changed == 1)
@@ -61,7 +60,7 @@ pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>
     status.map(|s| s.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))).transpose()
 }
 
-pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, StoreError> {
+pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, StoreError> {
     let now = now_millis();
     let id = p.id.to_string();
     if let Some((key, hash)) = &p.idempotency {
@@ -82,11 +81,9 @@ pub(super) fn place(conn: &Connection, p: PreparedOrder) -> Result<Placed, Store
         .and_then(|mut s| s.execute(params![key, hash, id, now]))
         .map_err(db_err)?;
     }
-    conn.prepare_cached(
-        "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, ?2, 'placed', ?3, ?4, ?4)",
-    )
-    .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
-    .map_err(db_err)?;
+    conn.stmt(Hot::InsertOrder)
+        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
+        .map_err(db_err)?;
     enqueue_raw(conn, QUEUE_ORDER_EVENTS, ROUTE_ORDER_PLACED, &p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }

@@ -6,15 +6,16 @@
 
 use super::db_err;
 use super::orders::{enqueue, status_of, transition};
+use super::statements::{Hot, Writer};
 use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
 use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
 
 /// Records `event` in `consumer`'s inbox; false when it was there already.
-fn remember(conn: &Connection, consumer: &str, event: &Event, now: i64) -> Result<bool, StoreError> {
+fn remember(conn: &Writer<'_>, consumer: &str, event: &Event, now: i64) -> Result<bool, StoreError> {
     let inserted = conn
-        .prepare_cached("INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)")
+        .stmt(Hot::Remember)
         .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string(), now]))
         .map_err(db_err)?;
     Ok(inserted == 1)
@@ -36,7 +37,7 @@ struct Level {
 /// Reserves stock for each `OrderPlaced` event. The inbox insert and the
 /// guarded status update come first and decide whether anything happens, so
 /// the common path does no extra reads.
-pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut levels: HashMap<String, Level> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
@@ -52,7 +53,7 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
                 Some(level) => level,
                 None => {
                     let available = conn
-                        .prepare_cached("SELECT available FROM inventory WHERE sku = ?1")
+                        .stmt(Hot::StockLevel)
                         .and_then(|mut s| s.query_row([sku.as_str()], |r| r.get::<_, i64>(0)).optional())
                         .map_err(db_err)?;
                     levels.entry(sku.as_str().to_owned()).or_insert(Level { available, taken: 0 })
@@ -89,18 +90,14 @@ pub(super) fn reserve(conn: &Connection, consumer: &str, events: Vec<Event>) -> 
         outcomes.push(Handled::Done);
     }
     for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {
-        conn.prepare_cached(
-            "UPDATE inventory SET available = available - ?2, reserved = reserved + ?2, updated_at = ?3 WHERE sku = ?1",
-        )
-        .and_then(|mut s| s.execute(params![sku, level.taken, now]))
-        .map_err(db_err)?;
+        conn.stmt(Hot::TakeStock).and_then(|mut s| s.execute(params![sku, level.taken, now])).map_err(db_err)?;
     }
     Ok(outcomes)
 }
 
 /// Records a notification for each inventory outcome and completes reserved
 /// orders. The notifications table, keyed by event id, is the inbox.
-pub(super) fn notify(conn: &Connection, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
@@ -110,10 +107,7 @@ pub(super) fn notify(conn: &Connection, consumer: &str, events: Vec<Event>) -> R
         };
         let (event_id, order_id) = (event.event_id.to_string(), event.order_id.to_string());
         let inserted = conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )
+            .stmt(Hot::InsertNotification)
             .and_then(|mut s| s.execute(params![event_id, order_id, consumer, kind, message, now]))
             .map_err(db_err)?;
         if inserted == 0 {

@@ -14,6 +14,7 @@
 use super::db_err;
 use super::orders::QUEUED;
 use super::pipeline;
+use super::statements::{Hot, Writer};
 use crate::broker::{Reject, RetryPolicy};
 use crate::domain::{format_millis, Event};
 use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
@@ -44,13 +45,17 @@ impl Batch {
 /// Reads up to `max` messages of `queue` that are ready at `now`, and parses
 /// them. Runs on a read connection; it changes nothing.
 pub(super) fn take(conn: &Connection, queue: String, now: i64, max: usize) -> Result<Batch, StoreError> {
+    // The limit is written into the statement, not bound: SQLite plans a
+    // `LIMIT ?` with the bound value, and so prepares the statement again
+    // each time that parameter is bound, which cost more than the read.
+    let sql = format!(
+        "SELECT id, CAST(body AS BLOB), attempts FROM messages
+         WHERE queue = ?1 AND available_at <= ?2 ORDER BY id LIMIT {max}"
+    );
     let messages = conn
-        .prepare_cached(
-            "SELECT id, CAST(body AS BLOB), attempts FROM messages
-             WHERE queue = ?1 AND available_at <= ?2 ORDER BY id LIMIT ?3",
-        )
+        .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map(params![queue, now, max as i64], |r| {
+            s.query_map(params![queue, now], |r| {
                 let body: Vec<u8> = r.get(1)?;
                 let event = Event::from_json(&body).map_err(|e| e.to_string());
                 Ok(Taken { id: r.get(0)?, attempts: r.get(2)?, event })
@@ -64,7 +69,7 @@ pub(super) fn take(conn: &Connection, queue: String, now: i64, max: usize) -> Re
 /// Applies `effect` to a batch as `consumer` and settles each message; runs
 /// in the writer, in one transaction.
 pub(super) fn settle(
-    conn: &Connection,
+    conn: &Writer<'_>,
     consumer: &str,
     batch: Batch,
     effect: Effect,
@@ -106,9 +111,7 @@ pub(super) fn settle(
     // deletes them all.
     let all_settled = results.iter().all(|r| matches!(r, Handled::Done | Handled::Duplicate));
     if all_settled {
-        conn.prepare_cached("DELETE FROM messages WHERE queue = ?1 AND id BETWEEN ?2 AND ?3 AND available_at <= ?4")
-            .and_then(|mut s| s.execute(params![queue, span.0, span.1, now]))
-            .map_err(db_err)?;
+        conn.stmt(Hot::SettleSpan).and_then(|mut s| s.execute(params![queue, span.0, span.1, now])).map_err(db_err)?;
     }
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
     for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
@@ -157,10 +160,11 @@ fn dead_letter(conn: &Connection, id: i64, attempts: u32, error: &str, now: i64)
 
 /// The oldest outbox rows, for the relay.
 pub(super) fn outbox(conn: &Connection, max: usize) -> Result<Vec<OutboxMessage>, StoreError> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, routing_key, body FROM messages ORDER BY id LIMIT ?1").map_err(db_err)?;
+    // A literal limit, as in `take`.
+    let sql = format!("SELECT id, routing_key, body FROM messages ORDER BY id LIMIT {max}");
+    let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
     let rows = stmt
-        .query_map([max as i64], |r| {
+        .query_map([], |r| {
             let id: i64 = r.get(0)?;
             Ok(OutboxMessage { id, routing_key: r.get(1)?, body: r.get(2)?, message_id: id.to_string() })
         })
@@ -259,7 +263,8 @@ mod tests {
         }
 
         let batch = take(&conn, QUEUE_INVENTORY_EVENTS.to_owned(), now, 10).unwrap();
-        let consumed = settle(&conn, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
+        let writer = super::super::statements::Writer::new(&conn);
+        let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
         let left: Vec<i64> = conn
             .prepare("SELECT id FROM messages")
