@@ -227,7 +227,11 @@ fn enable_wal(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// The schema, one script per version; `user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/sqlite.sql"), include_str!("../migrations/sqlite-2.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite.sql"),
+    include_str!("../migrations/sqlite-2.sql"),
+    include_str!("../migrations/sqlite-3.sql"),
+];
 
 /// Brings the schema up to date, one version per transaction. The version is
 /// read again under the write lock, so processes that start together take
@@ -323,7 +327,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
             }
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        let outcome = match run(&conn, "BEGIN IMMEDIATE") {
+        let outcome = match conn.begin() {
             Ok(()) => {
                 replies.extend(batch.drain(..).map(|job| run_job(job, &conn)));
                 // While the last commit is being synced, a commit now would
@@ -348,7 +352,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
                     let _ = conn.execute_batch("ROLLBACK");
                     Err("a write failed; the transaction was rolled back".to_owned())
                 } else {
-                    run(&conn, "COMMIT").map_err(|e| {
+                    conn.commit().map_err(|e| {
                         let _ = conn.execute_batch("ROLLBACK");
                         e.to_string()
                     })
@@ -420,8 +424,8 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 #[cfg(test)]
 mod tests {
     use super::{SqliteStore, MIGRATIONS};
-    use crate::domain::{OrderId, Status};
-    use crate::store::{OrderFilter, Store};
+    use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku, Status};
+    use crate::store::{OrderFilter, PlaceOrder, Store};
     use rusqlite::Connection;
 
     /// A database made by an earlier version keeps its orders, loses the
@@ -454,6 +458,63 @@ mod tests {
             assert_eq!(found, Vec::from_iter(id), "{status}");
         }
         assert_current(&path);
+    }
+
+    fn order() -> PlaceOrder {
+        let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
+        let order = NewOrder::new(CustomerId::parse("c1").unwrap(), items).unwrap();
+        PlaceOrder { id: OrderId::new(), order, idempotency: None }
+    }
+
+    fn message_ids(conn: &Connection) -> Vec<i64> {
+        conn.prepare("SELECT id FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A consumer deletes the messages it settled by id, so no id is given
+    /// out twice: not after the queue drains, not by another process's
+    /// writer, and not after a migration from the schema that used
+    /// AUTOINCREMENT.
+    #[tokio::test]
+    async fn message_ids_are_never_given_out_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ids.db");
+        // A version 2 database whose newest messages were consumed: SQLite's
+        // own counter is ahead of every id left.
+        let v2 = Connection::open(&path).unwrap();
+        v2.execute_batch(&format!("{} {} PRAGMA user_version = 2;", MIGRATIONS[0], MIGRATIONS[1])).unwrap();
+        for _ in 0..3 {
+            v2.execute(
+                "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        v2.execute("DELETE FROM messages WHERE id > 1", []).unwrap();
+        drop(v2);
+
+        let name = path.to_string_lossy();
+        let store = SqliteStore::open(&name).await.unwrap();
+        let raw = Connection::open(&path).unwrap();
+        assert_eq!(message_ids(&raw), [1], "a queued message keeps its id");
+        store.place_order(order()).await.unwrap();
+        assert_eq!(message_ids(&raw), [1, 4]);
+
+        // The queue drains; the next id is still a new one.
+        raw.execute("DELETE FROM messages", []).unwrap();
+        store.place_order(order()).await.unwrap();
+        assert_eq!(message_ids(&raw), [5]);
+
+        // A second store on the same file, as another process would open it.
+        let other = SqliteStore::open(&name).await.unwrap();
+        raw.execute("DELETE FROM messages", []).unwrap();
+        other.place_order(order()).await.unwrap();
+        store.place_order(order()).await.unwrap();
+        assert_eq!(message_ids(&raw), [6, 7]);
     }
 
     #[tokio::test]

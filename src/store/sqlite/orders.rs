@@ -21,7 +21,8 @@ pub(super) fn enqueue(conn: &Writer<'_>, event: &Event) -> Result<(), StoreError
 }
 
 fn enqueue_raw(conn: &Writer<'_>, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
-    conn.stmt(Hot::Enqueue).and_then(|mut s| s.execute(params![queue, routing_key, body])).map_err(db_err)?;
+    let id = conn.next_message_id();
+    conn.stmt(Hot::Enqueue).and_then(|mut s| s.execute(params![id, queue, routing_key, body])).map_err(db_err)?;
     QUEUED.set(true);
     Ok(())
 }

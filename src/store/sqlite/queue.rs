@@ -206,16 +206,22 @@ pub(super) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLe
     Ok(rows)
 }
 
-pub(super) fn replay(conn: &Connection, id: Option<i64>) -> Result<u64, StoreError> {
+pub(super) fn replay(conn: &Writer<'_>, id: Option<i64>) -> Result<u64, StoreError> {
     let filter = if id.is_some() { "WHERE id = ?1" } else { "WHERE ?1 IS NULL" };
-    conn.execute(
-        &format!(
-            "INSERT INTO messages (queue, routing_key, body)
-             SELECT queue, routing_key, body FROM dead_letters {filter} ORDER BY id"
-        ),
-        [id],
-    )
-    .map_err(db_err)?;
+    // Bodies are copied as bytes: a poison message need not be valid text.
+    let letters = conn
+        .prepare(&format!("SELECT queue, routing_key, CAST(body AS BLOB) FROM dead_letters {filter} ORDER BY id"))
+        .and_then(|mut s| {
+            s.query_map([id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Vec<u8>>(2)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .map_err(db_err)?;
+    let mut insert = conn
+        .prepare_cached("INSERT INTO messages (id, queue, routing_key, body) VALUES (?1, ?2, ?3, CAST(?4 AS TEXT))")
+        .map_err(db_err)?;
+    for (queue, routing_key, body) in &letters {
+        insert.execute(params![conn.next_message_id(), queue, routing_key, body]).map_err(db_err)?;
+    }
     let moved = conn.execute(&format!("DELETE FROM dead_letters {filter}"), [id]).map_err(db_err)?;
     QUEUED.set(true);
     Ok(moved as u64)
