@@ -192,7 +192,8 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
     // Commits do not wait for the disk; the `sync` thread syncs the WAL
     // before anyone is told a write succeeded.
     conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Room for every statement the writer runs (about 25). The cache is LRU:
+    // Room for every other statement the writer runs (the per-order ones are
+    // kept apart, `statements`). The cache is LRU:
     // with the default 16, a busy mix of orders with idempotency keys and
     // rejections would evict and prepare statements again on every commit.
     conn.set_prepared_statement_cache_capacity(64);
