@@ -90,11 +90,11 @@ impl<'c> Writer<'c> {
     /// Begins a write transaction and reads the last message id given out.
     /// Messages written by a program that left the id to SQLite count too.
     pub(super) fn begin(&self) -> rusqlite::Result<()> {
-        self.conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        super::run(self.conn, "BEGIN IMMEDIATE")?;
         let last = self
             .conn
-            .prepare_cached("SELECT max((SELECT last FROM message_ids), coalesce((SELECT max(id) FROM messages), 0))")?
-            .query_row([], |r| r.get(0));
+            .prepare_cached("SELECT max((SELECT last FROM message_ids), coalesce((SELECT max(id) FROM messages), 0))")
+            .and_then(|mut s| s.query_row([], |r| r.get(0)));
         match last {
             Ok(last) => {
                 self.last_id.set(last);
@@ -113,8 +113,7 @@ impl<'c> Writer<'c> {
         if self.gave_ids.get() {
             self.conn.prepare_cached("UPDATE message_ids SET last = ?1")?.execute([self.last_id.get()])?;
         }
-        self.conn.prepare_cached("COMMIT")?.execute([])?;
-        Ok(())
+        super::run(self.conn, "COMMIT")
     }
 
     /// An id for a new message: higher than any given out before. One given
