@@ -16,7 +16,7 @@
 //! waits for them, and briefly for the writer, so that the file is reused.
 
 use anyhow::Context;
-use rusqlite::Connection;
+use rusqlite::{Connection, OpenFlags};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::time::Duration;
 
@@ -36,7 +36,8 @@ impl Waker {
 }
 
 pub(super) fn start(path: &str) -> anyhow::Result<Waker> {
-    let conn = Connection::open(path).with_context(|| format!("opening SQLite database {path} to checkpoint"))?;
+    let conn = super::connect(path, OpenFlags::default())
+        .with_context(|| format!("opening SQLite database {path} to checkpoint"))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
     let (tx, rx) = sync_channel(1);
@@ -76,7 +77,7 @@ mod tests {
     use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku};
     use crate::store::sqlite::SqliteStore;
     use crate::store::{PlaceOrder, Store};
-    use rusqlite::Connection;
+    use rusqlite::OpenFlags;
     use std::time::Duration;
 
     fn order() -> PlaceOrder {
@@ -89,7 +90,11 @@ mod tests {
     fn orders_in_main_file(dir: &std::path::Path) -> i64 {
         let copy = dir.join("copy.db");
         std::fs::copy(dir.join("orders.db"), &copy).unwrap();
-        let count = Connection::open(&copy).unwrap().query_row("SELECT count(*) FROM orders", [], |r| r.get(0));
+        let count = super::super::connect(&copy, OpenFlags::default()).unwrap().query_row(
+            "SELECT count(*) FROM orders",
+            [],
+            |r| r.get(0),
+        );
         std::fs::remove_file(&copy).unwrap();
         // Before the first checkpoint even the schema is only in the WAL.
         count.unwrap_or(0)

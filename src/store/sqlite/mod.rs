@@ -15,6 +15,7 @@
 mod checkpoint;
 mod impls;
 mod orders;
+mod pcache;
 mod pipeline;
 mod queue;
 mod statements;
@@ -176,13 +177,21 @@ impl SqliteStore {
     }
 }
 
+/// Opens a connection. Every connection of the process is opened here, so
+/// that SQLite gets its page cache (`pcache`) before it initializes.
+fn connect(path: impl AsRef<std::path::Path>, flags: OpenFlags) -> rusqlite::Result<Connection> {
+    pcache::install();
+    Connection::open_with_flags(path, flags)
+}
+
 /// The writer's connection, which writes a commit's WAL frames in one system
 /// call (`wal_vfs`) where the VFS could be set up.
 fn open_writer(path: &str) -> rusqlite::Result<Connection> {
+    pcache::install();
     if wal_vfs::register() {
         Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_vfs::NAME)
     } else {
-        Connection::open(path)
+        connect(path, OpenFlags::default())
     }
 }
 
@@ -403,9 +412,8 @@ impl ReadPool {
         if let Some(conn) = self.idle.lock().expect("read pool lock").pop() {
             return Ok(conn);
         }
-        let conn =
-            Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-                .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
+        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
         conn.pragma_update(None, "busy_timeout", 5000).map_err(db_err)?;
         Ok(conn)
     }
@@ -424,10 +432,10 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::{SqliteStore, MIGRATIONS};
+    use super::{connect, SqliteStore, MIGRATIONS};
     use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku, Status};
     use crate::store::{OrderFilter, PlaceOrder, Store};
-    use rusqlite::Connection;
+    use rusqlite::{Connection, OpenFlags};
 
     /// A database made by an earlier version keeps its orders, loses the
     /// index on `status`, and still finds its orders by status.
@@ -436,7 +444,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         let (done, failed) = (OrderId::new(), OrderId::new());
-        let v1 = Connection::open(&path).unwrap();
+        let v1 = connect(&path, OpenFlags::default()).unwrap();
         v1.execute_batch(&format!("{} PRAGMA user_version = 1;", MIGRATIONS[0])).unwrap();
         for (id, status, at) in [(done, "completed", "completed_at"), (failed, "rejected", "rejected_at")] {
             v1.execute(
@@ -486,7 +494,7 @@ mod tests {
         let path = dir.path().join("ids.db");
         // A version 2 database whose newest messages were consumed: SQLite's
         // own counter is ahead of every id left.
-        let v2 = Connection::open(&path).unwrap();
+        let v2 = connect(&path, OpenFlags::default()).unwrap();
         v2.execute_batch(&format!("{} {} PRAGMA user_version = 2;", MIGRATIONS[0], MIGRATIONS[1])).unwrap();
         for _ in 0..3 {
             v2.execute(
@@ -500,7 +508,7 @@ mod tests {
 
         let name = path.to_string_lossy();
         let store = SqliteStore::open(&name).await.unwrap();
-        let raw = Connection::open(&path).unwrap();
+        let raw = connect(&path, OpenFlags::default()).unwrap();
         assert_eq!(message_ids(&raw), [1], "a queued message keeps its id");
         store.place_order(order()).await.unwrap();
         assert_eq!(message_ids(&raw), [1, 4]);
@@ -534,7 +542,7 @@ mod tests {
 
     /// The database is at the latest version, with the latest indexes.
     fn assert_current(path: &std::path::Path) {
-        let conn = Connection::open(path).unwrap();
+        let conn = connect(path, OpenFlags::default()).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
         let indexes: Vec<String> = conn

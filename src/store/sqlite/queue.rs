@@ -240,13 +240,13 @@ mod tests {
     use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
     use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
-    use rusqlite::{params, Connection};
+    use rusqlite::{params, OpenFlags};
 
     /// Settling a batch deletes what it applied and nothing else: a message
     /// waiting out its backoff between two that were taken stays queued.
     #[test]
     fn a_message_waiting_between_two_taken_ones_stays_queued() {
-        let conn = Connection::open_in_memory().unwrap();
+        let conn = super::super::connect(":memory:", OpenFlags::default()).unwrap();
         super::super::migrate(&conn).unwrap();
         let now = now_millis();
         let mut ids = Vec::new();

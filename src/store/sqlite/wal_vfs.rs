@@ -275,6 +275,7 @@ mod tests {
     /// checkpointed (what a crash leaves), holds every commit.
     #[test]
     fn a_wal_written_through_it_recovers_every_commit() {
+        super::super::pcache::install();
         assert!(register());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("w.db");
@@ -284,7 +285,7 @@ mod tests {
         // As the store's writer: commits do not sync the WAL themselves.
         conn.pragma_update(None, "synchronous", "NORMAL").unwrap();
         conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)").unwrap();
-        let reader = Connection::open(&path).unwrap();
+        let reader = super::super::connect(&path, OpenFlags::default()).unwrap();
         let seen = |reader: &Connection| -> (usize, usize) {
             reader
                 .query_row("SELECT count(*), coalesce(sum(length(v)), 0) FROM t", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -327,7 +328,7 @@ mod tests {
             std::fs::copy(dir.path().join(file), dir.path().join(format!("copy-{file}"))).unwrap();
         }
 
-        let copy = Connection::open(dir.path().join("copy-w.db")).unwrap();
+        let copy = super::super::connect(dir.path().join("copy-w.db"), OpenFlags::default()).unwrap();
         assert_eq!(seen(&copy), (rows, bytes));
         let check: String = copy.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
