@@ -32,30 +32,35 @@ pub struct AppState {
     pub max_in_flight: usize,
 }
 
+/// The API. Every request but the liveness check counts against one limit
+/// of requests in flight for the whole process; past it a request is
+/// answered 503 with Retry-After at once, so clients back off and memory
+/// stays flat. The layers wrap the routes as a whole, not each route (as
+/// `Router::layer` would), so a request passes through each once.
 pub fn router(state: AppState) -> Router {
-    // Shed load rather than queue it: past the limit a request is answered
-    // 503 with Retry-After at once, so clients back off and memory stays flat.
-    let shed = ServiceBuilder::new()
-        .layer(HandleErrorLayer::new(|_: BoxError| async {
-            metrics::counter!("orderflow_requests_shed_total").increment(1);
-            ApiError::Overloaded
-        }))
-        .load_shed()
-        .concurrency_limit(state.max_in_flight);
-    Router::new()
+    let max_in_flight = state.max_in_flight;
+    let routes = Router::new()
         .route("/orders", post(orders::create).get(orders::list))
         .route("/orders/{id}", get(orders::get))
         .route("/order", post(orders::create))
         .route("/order/place", post(compat::place_empty))
         .route("/order/get/{id}", get(compat::get_status))
-        .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .layer(DefaultBodyLimit::max(orders::MAX_BODY))
+        .with_state(state);
+    let limited = ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(|_: BoxError| async {
+            metrics::counter!("orderflow_requests_shed_total").increment(1);
+            ApiError::Overloaded
+        }))
+        .load_shed()
+        .concurrency_limit(max_in_flight)
         .layer(TraceLayer::new_for_http())
-        .layer(shed)
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(orders::MAX_BODY))
+        .service(routes);
+    // The liveness check answers even when the process is overloaded.
+    Router::new().route("/health", get(health::health)).fallback_service(limited)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in

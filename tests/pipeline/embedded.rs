@@ -247,3 +247,42 @@ async fn overload_is_shed_quickly() {
     assert!(accepted > 0 && shed > 0, "{accepted} accepted, {shed} shed");
     assert!(started.elapsed() < Duration::from_secs(10), "answers came fast: {:?}", started.elapsed());
 }
+
+/// The in-flight limit is the process's, across every route, and leaves out
+/// the liveness check: a request still sending its body holds the only slot.
+#[tokio::test]
+async fn the_in_flight_limit_spans_every_route_but_health() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = Env::embedded();
+    let server = Server::start(&env, "run", &["--max-in-flight", "1"]).await;
+    let body = order("slow", &[("pen", 1)]).to_string();
+    let mut slow = tokio::net::TcpStream::connect(server.client.url("").trim_start_matches("http://")).await.unwrap();
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: orderflow\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body.as_bytes()[..5]).await.unwrap();
+
+    // Once the server holds it, another route is shed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = server.client.get("/ready").await;
+        if status == 503 {
+            assert_eq!(body["error"]["code"], "overloaded");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "GET /ready was never shed: {status} {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = server.client.get("/order/get/01900000-0000-7000-8000-000000000000").await;
+    assert_eq!(status, 503);
+    assert_eq!(server.client.get("/health").await.0, 200, "the liveness check is not limited");
+
+    // The rest of the body arrives: the order is accepted and the slot freed.
+    slow.write_all(&body.as_bytes()[5..]).await.unwrap();
+    let mut answer = String::new();
+    slow.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    assert_eq!(server.client.get("/ready").await.0, 200);
+}
