@@ -76,7 +76,8 @@ pub struct ServeArgs {
     /// First retry delay of a failing message, in milliseconds; it doubles each time.
     #[arg(long, env = "ORDERFLOW_RETRY_BASE_MS", default_value_t = 200)]
     pub retry_base_ms: u64,
-    /// Requests the API handles at once; more are answered 503 with Retry-After.
+    /// Requests the API handles at once (every route but `/health`); more are
+    /// answered 503 with Retry-After.
     #[arg(long, env = "ORDERFLOW_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
     /// Leave the outbox to a separate `orderflow relay` (for `api` and `run`).
