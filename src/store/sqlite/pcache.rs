@@ -181,8 +181,8 @@ mod tests {
         let pages = |conn: &Connection| conn.query_row("PRAGMA page_count", [], |r| r.get::<_, i64>(0)).unwrap();
         let before = (pages(&conn), cache_used(&conn));
 
-        // Random keys split pages out of order, which renumbers them through
-        // the lock-byte page; the growth is then rolled back.
+        // A transaction grows the database by hundreds of pages, split all
+        // over the table by scattered keys, then rolls back.
         conn.execute_batch("BEGIN").unwrap();
         for i in 0..20_000 {
             conn.execute(
