@@ -1,6 +1,6 @@
 -- wrk script: POST /orders, cycling over a handful of SKUs and customers.
 -- The requests are built once: building one per request in Lua doubled
--- wrk's own CPU time, taken from the two cores orderflow shares with it.
+-- wrk's user CPU time, taken from the two cores orderflow shares with it.
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 local requests = {}
