@@ -19,7 +19,7 @@ pub struct Cli {
 /// Options every subcommand shares.
 #[derive(Debug, Clone, Args)]
 pub struct Common {
-    /// Where orders live: `sqlite://PATH`.
+    /// Where orders live: `sqlite://PATH` or `postgres://…` (PostgreSQL).
     #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db", global = true)]
     pub database_url: String,
     /// How events travel: `db` (the database's own queue) or `amqp://…` (RabbitMQ).
