@@ -1,6 +1,7 @@
 //! The distributed mode: PostgreSQL, with the database as the queue or with
-//! RabbitMQ, every role its own process. Skipped when the servers are absent
-//! (a failure under ORDERFLOW_REQUIRE_SERVICES=1).
+//! RabbitMQ, every role its own process; and a SQLite file with RabbitMQ.
+//! Skipped when the servers are absent (a failure under
+//! ORDERFLOW_REQUIRE_SERVICES=1).
 
 use crate::helpers::{eventually, order, Env, Server};
 use crate::scenarios::SETTLE;
@@ -35,6 +36,27 @@ macro_rules! in_every_distributed_mode {
 }
 
 in_every_distributed_mode!(lifecycle, no_oversell, idempotency, paging);
+
+/// A SQLite file with RabbitMQ as the broker, in one process: the outbox is
+/// relayed to RabbitMQ and the services consume from there.
+mod sqlite_rabbitmq {
+    use crate::helpers::{Env, Server};
+
+    #[tokio::test]
+    async fn lifecycle() {
+        let Some(env) = Env::sqlite_rabbitmq() else { return };
+        let server = Server::start(&env, "run", &[]).await;
+        crate::scenarios::lifecycle(&env, &server.client).await;
+        assert!(server.log().contains("relaying the outbox"), "the relay ran");
+    }
+
+    #[tokio::test]
+    async fn no_oversell() {
+        let Some(env) = Env::sqlite_rabbitmq() else { return };
+        let server = Server::start(&env, "run", &[]).await;
+        crate::scenarios::no_oversell(&env, &server.client).await;
+    }
+}
 
 /// Two inventory processes compete for the same queue: every order is
 /// reserved once and stock is conserved.

@@ -90,7 +90,7 @@ impl Env {
         let name = unique("orderflow_test");
         psql(PG_ADMIN, &format!("CREATE DATABASE {name}")).expect("creating a test database");
         let database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
-        let mut env = Env {
+        let env = Env {
             database_url,
             broker_url: "db".into(),
             dir: tempfile::tempdir().expect("temp dir"),
@@ -98,15 +98,27 @@ impl Env {
             vhost: None,
         };
         if rabbitmq {
-            let vhost = unique("orderflow");
-            if let Err(e) = rabbitmqctl(&["add_vhost", &vhost]) {
-                return unavailable("RabbitMQ", &e);
-            }
-            rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).expect("vhost permissions");
-            env.broker_url = format!("{AMQP_BASE}/{vhost}");
-            env.vhost = Some(vhost);
+            env.with_rabbitmq()
+        } else {
+            Some(env)
         }
-        Some(env)
+    }
+
+    /// A SQLite file, with a fresh RabbitMQ vhost as the broker.
+    pub fn sqlite_rabbitmq() -> Option<Env> {
+        Env::embedded().with_rabbitmq()
+    }
+
+    /// This environment with a fresh RabbitMQ vhost as its broker.
+    fn with_rabbitmq(mut self) -> Option<Env> {
+        let vhost = unique("orderflow");
+        if let Err(e) = rabbitmqctl(&["add_vhost", &vhost]) {
+            return unavailable("RabbitMQ", &e);
+        }
+        rabbitmqctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]).expect("vhost permissions");
+        self.broker_url = format!("{AMQP_BASE}/{vhost}");
+        self.vhost = Some(vhost);
+        Some(self)
     }
 
     /// Runs an operator command (`stock …`, `dlq …`) and returns its stdout.
