@@ -17,3 +17,11 @@ start_server() {
   ADDR="$(sed -n 's/^listening on //p' "$dir/stdout")"
   [ -n "$ADDR" ] || { echo "server did not start" >&2; cat "$dir/server.log" >&2; exit 1; }
 }
+
+# cpu_steal: prints the box's CPU time so far that the hypervisor gave to other
+# guests ("steal") and its total, in ticks. On a shared virtual machine the
+# speed drifts with it: compare two snapshots with steal_pct.
+cpu_steal() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $9, t; exit}' /proc/stat; }
+
+# steal_pct "S0 T0" "S1 T1": the share of CPU time stolen between two snapshots.
+steal_pct() { echo "$1 $2" | awk '{printf "%.0f %%", ($4 > $2 ? ($3 - $1) * 100 / ($4 - $2) : 0)}'; }
