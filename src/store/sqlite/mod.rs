@@ -6,7 +6,9 @@
 //! commits once. A thread beside it syncs the WAL and only then answers the
 //! callers (`sync`): under load hundreds of orders share one fsync, and the
 //! writer goes on with the next transaction while the disk works, taking in
-//! jobs until that sync ends, so that there is one commit per sync. A failing
+//! jobs until that sync ends, so that there is one commit per sync. With no
+//! job waiting and no commit being synced, the writer syncs its commit itself
+//! and saves the hand-offs to that thread and back. A failing
 //! job rolls back its savepoint without touching its neighbours. The writer's
 //! connection writes a commit's WAL frames in one system call (`wal_vfs`).
 //! Reads run on a small pool of connections beside it, which WAL lets proceed
@@ -322,6 +324,26 @@ fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Dur
     }
 }
 
+/// Makes a commit durable: on the writer's own thread when no job waits for
+/// it and no other commit for a sync, since the hand-off to the sync thread
+/// and back would only add to its callers' wait; else on the sync thread,
+/// while the writer goes on. Gives the commit back when a sync has failed.
+fn sync_or_hand_over(
+    syncer: &sync::Syncer,
+    rx: &mpsc::Receiver<Job>,
+    commit: sync::Commit,
+) -> Result<(), sync::Commit> {
+    let commit = if rx.is_empty() {
+        match syncer.sync_here(commit) {
+            Ok(()) => return Ok(()),
+            Err(commit) => commit,
+        }
+    } else {
+        commit
+    };
+    syncer.send(commit)
+}
+
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Syncer, checkpointer: checkpoint::Waker) {
     let conn = Writer::new(&conn);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
@@ -382,10 +404,15 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Synce
         metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
         let queued = orders::QUEUED.replace(false);
         let (replies, error) = match outcome {
-            Ok(()) => match syncer.send(sync::Commit { replies, queued }) {
-                Ok(()) => continue,
-                Err(commit) => (commit.replies, "an earlier sync of the WAL failed".to_owned()),
-            },
+            Ok(()) => {
+                let handed_over = sync_or_hand_over(&syncer, &rx, sync::Commit { replies, queued });
+                // A sync made here counts as the sync's time, not as the writer's idle time.
+                idle_since = Instant::now();
+                match handed_over {
+                    Ok(()) => continue,
+                    Err(commit) => (commit.replies, "an earlier sync of the WAL failed".to_owned()),
+                }
+            }
             Err(e) => {
                 tracing::error!(error = %e, "SQLite commit failed");
                 (replies, e)

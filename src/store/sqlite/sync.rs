@@ -18,6 +18,10 @@
 //! notification line for the sync of the notifier's commit, which comes later
 //! in the WAL than the commits it read.
 //!
+//! When the writer has no job waiting and no commit is still to be synced,
+//! it syncs its commit itself (`Syncer::sync_here`): handing it over would
+//! only add two hand-offs between threads to its callers' wait.
+//!
 //! A sync that fails leaves unknown what the disk holds. The callers waiting
 //! for it are told their write failed, and the writer stops: every later write
 //! fails, and `/ready` reports the store down.
@@ -41,6 +45,9 @@ pub(super) struct Commit {
 pub(super) struct Syncer {
     commits: Sender<Commit>,
     state: Arc<State>,
+    /// For syncs on the writer's own thread (`sync_here`).
+    wal: File,
+    messages: watch::Sender<u64>,
 }
 
 /// What the writer and the sync thread share.
@@ -85,6 +92,20 @@ impl Syncer {
         })
     }
 
+    /// Syncs `commit` on the calling thread and answers its callers, when no
+    /// commit handed over is still to be synced (it would have to wait for
+    /// that one anyway) and no sync has failed; gives it back otherwise. A
+    /// sync that fails here fails its callers and every later commit, as on
+    /// the sync thread.
+    pub(super) fn sync_here(&self, commit: Commit) -> Result<(), Commit> {
+        if self.failed() || self.state.unsynced.load(Ordering::SeqCst) > 0 {
+            return Err(commit);
+        }
+        // A failure is recorded in `state`: `send` and this refuse what comes next.
+        let _ = sync_and_answer(&self.wal, vec![commit], &self.messages, &self.state);
+        Ok(())
+    }
+
     pub(super) fn failed(&self) -> bool {
         self.state.failed.load(Ordering::Acquire)
     }
@@ -127,6 +148,7 @@ pub(super) fn start(
 fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Send + Sync>) -> anyhow::Result<Syncer> {
     let (commits, pending) = channel();
     let state = Arc::new(State::new(wake_writer));
+    let own = (wal.try_clone().context("opening the SQLite WAL to sync it")?, messages.clone());
     std::thread::Builder::new()
         .name("sqlite-sync".into())
         .spawn({
@@ -134,7 +156,7 @@ fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Se
             move || run(wal, pending, messages, &state)
         })
         .context("starting the SQLite sync thread")?;
-    Ok(Syncer { commits, state })
+    Ok(Syncer { commits, state, wal: own.0, messages: own.1 })
 }
 
 fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state: &State) {
@@ -143,25 +165,9 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state
         let syncing = Instant::now();
         let mut commits = vec![first];
         commits.extend(pending.try_iter());
-        let outcome = wal.sync_data().map_err(|e| format!("syncing the WAL failed: {e}"));
-        let synced = Instant::now();
-        if let Err(e) = &outcome {
-            tracing::error!(error = %e, "SQLite writes stop: what the disk holds is unknown");
-            state.failed.store(true, Ordering::Release);
-        }
-        metrics::counter!("orderflow_store_syncs_total").increment(1);
-        if outcome.is_ok() && commits.iter().any(|c| c.queued) {
-            messages.send_modify(|n| *n = n.wrapping_add(1));
-        }
         let count = commits.len();
-        for reply in commits.into_iter().flat_map(|c| c.replies) {
-            reply(outcome.clone());
-        }
-        // Where this thread's time goes: waiting for a commit, syncing, answering.
-        super::count_time(
-            "orderflow_store_sync_microseconds_total",
-            [("idle", syncing - idle_since), ("sync", synced - syncing), ("answer", synced.elapsed())],
-        );
+        let outcome = sync_and_answer(&wal, commits, &messages, state);
+        super::count_time("orderflow_store_sync_microseconds_total", [("idle", syncing - idle_since)]);
         idle_since = Instant::now();
         if outcome.is_err() {
             // Commits sent after the failure are answered by the writer.
@@ -175,6 +181,36 @@ fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state
         }
         state.done(count);
     }
+}
+
+/// Syncs the WAL once for `commits`, wakes the consumers if they queued
+/// messages, and answers every caller.
+fn sync_and_answer(
+    wal: &File,
+    commits: Vec<Commit>,
+    messages: &watch::Sender<u64>,
+    state: &State,
+) -> Result<(), String> {
+    let syncing = Instant::now();
+    let outcome = wal.sync_data().map_err(|e| format!("syncing the WAL failed: {e}"));
+    let synced = Instant::now();
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "SQLite writes stop: what the disk holds is unknown");
+        state.failed.store(true, Ordering::Release);
+    }
+    metrics::counter!("orderflow_store_syncs_total").increment(1);
+    if outcome.is_ok() && commits.iter().any(|c| c.queued) {
+        messages.send_modify(|n| *n = n.wrapping_add(1));
+    }
+    for reply in commits.into_iter().flat_map(|c| c.replies) {
+        reply(outcome.clone());
+    }
+    // Where the time goes: syncing, answering.
+    super::count_time(
+        "orderflow_store_sync_microseconds_total",
+        [("sync", synced - syncing), ("answer", synced.elapsed())],
+    );
+    outcome
 }
 
 #[cfg(test)]
@@ -225,15 +261,63 @@ mod tests {
         assert!(syncer.send(c).is_err(), "the writer is given the commit back to fail it");
     }
 
+    /// A syncer without a sync thread: the test plays its part. The
+    /// receiver stands for the thread's end of the channel.
+    fn idle_syncer(
+        wal: File,
+        messages: watch::Sender<u64>,
+        wake_writer: Box<dyn Fn() + Send + Sync>,
+    ) -> (Syncer, Receiver<Commit>) {
+        let (commits, pending) = channel();
+        (Syncer { commits, state: Arc::new(State::new(wake_writer)), wal, messages }, pending)
+    }
+
+    /// The writer syncs a commit itself only when no commit handed over is
+    /// still unsynced; its callers hear before `sync_here` returns.
+    #[test]
+    fn a_commit_is_synced_here_only_when_none_is_pending() {
+        let (messages, mut woken) = watch::channel(0u64);
+        let (syncer, _pending) = idle_syncer(tempfile::tempfile().unwrap(), messages, Box::new(|| ()));
+        let (c, answer) = commit(true);
+        assert!(syncer.sync_here(c).is_ok());
+        assert_eq!(answer.try_recv(), Ok(Ok(())), "answered at once");
+        assert!(woken.has_changed().unwrap(), "the consumers are woken");
+        woken.mark_unchanged();
+
+        assert!(syncer.send(commit(false).0).is_ok(), "a commit handed over, not yet synced");
+        let (c, answer) = commit(false);
+        let Err(back) = syncer.sync_here(c) else { panic!("synced before the commit handed over") };
+        assert!(answer.try_recv().is_err(), "its callers still wait");
+        syncer.state.done(1);
+        assert!(syncer.sync_here(back).is_ok());
+        assert_eq!(answer.try_recv(), Ok(Ok(())));
+        assert!(!woken.has_changed().unwrap(), "nothing queued, nobody woken");
+    }
+
+    /// A sync that fails on the writer's thread fails its callers and makes
+    /// every later commit fail, as one on the sync thread does.
+    #[test]
+    fn a_failed_sync_here_fails_its_callers_and_every_later_commit() {
+        let (pipe, _writer) = std::io::pipe().unwrap();
+        let (messages, _woken) = watch::channel(0u64);
+        let (syncer, _pending) = idle_syncer(File::from(OwnedFd::from(pipe)), messages, Box::new(|| ()));
+        let (c, answer) = commit(true);
+        assert!(syncer.sync_here(c).is_ok());
+        assert!(answer.try_recv().unwrap().unwrap_err().contains("syncing the WAL failed"));
+        assert!(syncer.failed());
+        assert!(syncer.sync_here(commit(false).0).is_err());
+        assert!(syncer.send(commit(false).0).is_err());
+    }
+
     /// The writer holds its transaction only while a commit is unsynced, and
     /// is woken when the last one is.
     #[test]
     fn a_holding_writer_is_woken_when_every_commit_is_synced() {
         let (wake, woken) = channel();
-        let state = Arc::new(State::new(Box::new(move || wake.send(()).unwrap())));
-        // No sync thread: the test plays its part.
-        let (commits, _pending) = channel();
-        let syncer = Syncer { commits, state: state.clone() };
+        let (messages, _woken) = watch::channel(0u64);
+        let wake_writer = Box::new(move || wake.send(()).unwrap());
+        let (syncer, _pending) = idle_syncer(tempfile::tempfile().unwrap(), messages, wake_writer);
+        let state = syncer.state.clone();
         assert!(!syncer.hold(), "nothing is being synced");
         for _ in 0..2 {
             assert!(syncer.send(commit(false).0).is_ok());
