@@ -148,7 +148,9 @@ pub(super) fn start(
 fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Send + Sync>) -> anyhow::Result<Syncer> {
     let (commits, pending) = channel();
     let state = Arc::new(State::new(wake_writer));
-    let own = (wal.try_clone().context("opening the SQLite WAL to sync it")?, messages.clone());
+    // The writer's own handles, for `sync_here`.
+    let (writer_wal, writer_messages) =
+        (wal.try_clone().context("opening the SQLite WAL to sync it")?, messages.clone());
     std::thread::Builder::new()
         .name("sqlite-sync".into())
         .spawn({
@@ -156,7 +158,7 @@ fn spawn(wal: File, messages: watch::Sender<u64>, wake_writer: Box<dyn Fn() + Se
             move || run(wal, pending, messages, &state)
         })
         .context("starting the SQLite sync thread")?;
-    Ok(Syncer { commits, state, wal: own.0, messages: own.1 })
+    Ok(Syncer { commits, state, wal: writer_wal, messages: writer_messages })
 }
 
 fn run(wal: File, pending: Receiver<Commit>, messages: watch::Sender<u64>, state: &State) {
