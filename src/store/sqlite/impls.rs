@@ -83,8 +83,8 @@ impl QueueStore for SqliteStore {
         max: usize,
         policy: RetryPolicy,
     ) -> Result<Consumed, StoreError> {
-        let (consumer, queue, now) = (consumer.to_owned(), queue.to_owned(), now_millis());
-        let batch = self.read_here(|c| queue::take(c, queue, now, max))?;
+        let (consumer, from, now) = (consumer.to_owned(), queue::Queue::named(queue)?, now_millis());
+        let batch = self.read_here(|c| queue::take(c, from, now, max))?;
         if batch.is_empty() {
             return Ok(Consumed::default());
         }

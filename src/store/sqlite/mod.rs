@@ -243,6 +243,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite.sql"),
     include_str!("../migrations/sqlite-2.sql"),
     include_str!("../migrations/sqlite-3.sql"),
+    include_str!("../migrations/sqlite-4.sql"),
 ];
 
 /// Brings the schema up to date, one version per transaction. The version is
@@ -551,6 +552,72 @@ mod tests {
         other.place_order(order()).await.unwrap();
         store.place_order(order()).await.unwrap();
         assert_eq!(message_ids(&raw), [6, 7]);
+    }
+
+    /// Schema version 4 moves each queue's messages to a table of its own,
+    /// with their delivery state; messages of a queue no consumer reads
+    /// become dead letters. The `messages` view still takes hand-written
+    /// messages, with new ids, and refuses a queue that does not exist.
+    #[tokio::test]
+    async fn a_version_3_queue_is_split_into_a_table_per_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v3.db");
+        let v3 = connect(&path, OpenFlags::default()).unwrap();
+        v3.execute_batch(&format!("{} {} {} PRAGMA user_version = 3;", MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2]))
+            .unwrap();
+        v3.execute_batch(
+            "INSERT INTO messages (id, queue, routing_key, body, attempts, available_at, last_error) VALUES
+                 (3, 'inventory-events', 'inventory.reserved', '{\"a\":1}', 2, 99, 'order not found'),
+                 (5, 'order-events', 'order.placed', '{\"b\":2}', 0, 0, NULL),
+                 (7, 'audit', 'order.placed', '{\"c\":3}', 1, 0, NULL);
+             UPDATE message_ids SET last = 9;",
+        )
+        .unwrap();
+        drop(v3);
+
+        let store = SqliteStore::open(&path.to_string_lossy()).await.unwrap();
+        let raw = connect(&path, OpenFlags::default()).unwrap();
+        let rows = |sql: &str| -> Vec<String> {
+            raw.prepare(sql)
+                .unwrap()
+                .query_map([], |r| r.get::<_, String>(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(
+            rows("SELECT id || ' ' || routing_key || ' ' || attempts || ' ' || available_at || ' ' || coalesce(last_error, '-') FROM queue_inventory_events"),
+            ["3 inventory.reserved 2 99 order not found"]
+        );
+        assert_eq!(rows("SELECT id || ' ' || body FROM queue_order_events"), ["5 {\"b\":2}"]);
+        assert_eq!(
+            rows("SELECT queue || ' ' || body || ' ' || error FROM dead_letters"),
+            ["audit {\"c\":3} no such queue"]
+        );
+        assert_eq!(
+            rows("SELECT id || ' ' || queue FROM messages ORDER BY id"),
+            ["3 inventory-events", "5 order-events"]
+        );
+        assert_eq!(rows("SELECT name FROM sqlite_master WHERE name = 'messages_by_queue'"), Vec::<String>::new());
+
+        // A message written by hand gets an id after every one given out,
+        // and the writer's next one comes after it.
+        raw.execute(
+            "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{}')",
+            [],
+        )
+        .unwrap();
+        assert_eq!(rows("SELECT CAST(id AS TEXT) FROM queue_order_events ORDER BY id"), ["5", "10"]);
+        store.place_order(order()).await.unwrap();
+        assert_eq!(rows("SELECT CAST(id AS TEXT) FROM queue_order_events ORDER BY id"), ["5", "10", "11"]);
+        let refused = raw.execute("INSERT INTO messages (queue, routing_key, body) VALUES ('audit', 'x', '{}')", []);
+        assert!(refused.unwrap_err().to_string().contains("no such queue"));
+
+        // Updates and deletes through the view reach the queue's table.
+        raw.execute("UPDATE messages SET attempts = 4 WHERE id = 3", []).unwrap();
+        raw.execute("DELETE FROM messages WHERE id = 5", []).unwrap();
+        assert_eq!(rows("SELECT id || ' ' || attempts FROM messages ORDER BY id"), ["3 4", "10 0", "11 0"]);
+        assert_current(&path);
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Orders: accepting them, reading them back, paging through them.
 
 use super::db_err;
+use super::queue::Queue;
 use super::statements::{Hot, Writer};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
@@ -22,7 +23,9 @@ pub(super) fn enqueue(conn: &Writer<'_>, event: &Event) -> Result<(), StoreError
 
 fn enqueue_raw(conn: &Writer<'_>, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
     let id = conn.next_message_id();
-    conn.stmt(Hot::Enqueue).and_then(|mut s| s.execute(params![id, queue, routing_key, body])).map_err(db_err)?;
+    conn.stmt(Queue::named(queue)?.enqueue())
+        .and_then(|mut s| s.execute(params![id, routing_key, body]))
+        .map_err(db_err)?;
     QUEUED.set(true);
     Ok(())
 }

@@ -1,4 +1,5 @@
-//! The `messages` table as a durable queue (the `db` broker's storage).
+//! The queues of the `db` broker: a table each (schema version 4), and the
+//! `messages` view of them all for what is not on the hot path.
 //!
 //! A consumer reads a batch on a read connection, beside the writer, and
 //! parses it there. One writer job then applies the batch and settles every
@@ -17,8 +18,50 @@ use super::pipeline;
 use super::statements::{Hot, Writer};
 use crate::broker::{Reject, RetryPolicy};
 use crate::domain::{format_millis, Event};
-use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
+use crate::store::{
+    Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS,
+};
 use rusqlite::{params, Connection};
+
+/// A queue, and the table that holds its messages in id order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Queue {
+    OrderEvents,
+    InventoryEvents,
+}
+
+impl Queue {
+    pub(super) fn named(name: &str) -> Result<Self, StoreError> {
+        match name {
+            QUEUE_ORDER_EVENTS => Ok(Queue::OrderEvents),
+            QUEUE_INVENTORY_EVENTS => Ok(Queue::InventoryEvents),
+            other => Err(StoreError::Other(anyhow::anyhow!("no such queue: '{other}'"))),
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Queue::OrderEvents => "queue_order_events",
+            Queue::InventoryEvents => "queue_inventory_events",
+        }
+    }
+
+    /// The writer's statement that queues a message here.
+    pub(super) fn enqueue(self) -> Hot {
+        match self {
+            Queue::OrderEvents => Hot::EnqueueOrderEvents,
+            Queue::InventoryEvents => Hot::EnqueueInventoryEvents,
+        }
+    }
+
+    /// The writer's statement that deletes a settled span of messages.
+    fn settle(self) -> Hot {
+        match self {
+            Queue::OrderEvents => Hot::SettleOrderEvents,
+            Queue::InventoryEvents => Hot::SettleInventoryEvents,
+        }
+    }
+}
 
 /// A message taken from a queue, parsed.
 pub(super) struct Taken {
@@ -31,7 +74,7 @@ pub(super) struct Taken {
 /// A batch read for a consumer: its messages, oldest first, and the time
 /// they were ready at.
 pub(super) struct Batch {
-    queue: String,
+    queue: Queue,
     now: i64,
     messages: Vec<Taken>,
 }
@@ -44,18 +87,19 @@ impl Batch {
 
 /// Reads up to `max` messages of `queue` that are ready at `now`, and parses
 /// them. Runs on a read connection; it changes nothing.
-pub(super) fn take(conn: &Connection, queue: String, now: i64, max: usize) -> Result<Batch, StoreError> {
+pub(super) fn take(conn: &Connection, queue: Queue, now: i64, max: usize) -> Result<Batch, StoreError> {
     // The limit is written into the statement, not bound: SQLite plans a
     // `LIMIT ?` with the bound value, and so prepares the statement again
     // each time that parameter is bound, which cost more than the read.
     let sql = format!(
-        "SELECT id, CAST(body AS BLOB), attempts FROM messages
-         WHERE queue = ?1 AND available_at <= ?2 ORDER BY id LIMIT {max}"
+        "SELECT id, CAST(body AS BLOB), attempts FROM {}
+         WHERE available_at <= ?1 ORDER BY id LIMIT {max}",
+        queue.table()
     );
     let messages = conn
         .prepare_cached(&sql)
         .and_then(|mut s| {
-            s.query_map(params![queue, now], |r| {
+            s.query_map([now], |r| {
                 let body: Vec<u8> = r.get(1)?;
                 let event = Event::from_json(&body).map_err(|e| e.to_string());
                 Ok(Taken { id: r.get(0)?, attempts: r.get(2)?, event })
@@ -111,7 +155,7 @@ pub(super) fn settle(
     // deletes them all.
     let all_settled = results.iter().all(|r| matches!(r, Handled::Done | Handled::Duplicate));
     if all_settled {
-        conn.stmt(Hot::SettleSpan).and_then(|mut s| s.execute(params![queue, span.0, span.1, now])).map_err(db_err)?;
+        conn.stmt(queue.settle()).and_then(|mut s| s.execute(params![span.0, span.1, now])).map_err(db_err)?;
     }
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
     for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
@@ -236,7 +280,7 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{settle, take};
+    use super::{settle, take, Queue};
     use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
     use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
@@ -249,7 +293,6 @@ mod tests {
         let conn = super::super::connect(":memory:", OpenFlags::default()).unwrap();
         super::super::migrate(&conn).unwrap();
         let now = now_millis();
-        let mut ids = Vec::new();
         for ready_at in [0, now + 60_000, 0] {
             let order = OrderId::new();
             conn.execute(
@@ -265,20 +308,22 @@ mod tests {
                 params![QUEUE_INVENTORY_EVENTS, event.to_json(), ready_at],
             )
             .unwrap();
-            ids.push(conn.last_insert_rowid());
         }
+        let ids = |conn: &rusqlite::Connection| -> Vec<i64> {
+            conn.prepare("SELECT id FROM messages ORDER BY id")
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let queued = ids(&conn);
+        assert_eq!(queued.len(), 3);
 
-        let batch = take(&conn, QUEUE_INVENTORY_EVENTS.to_owned(), now, 10).unwrap();
+        let batch = take(&conn, Queue::InventoryEvents, now, 10).unwrap();
         let writer = super::super::statements::Writer::new(&conn);
         let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
-        let left: Vec<i64> = conn
-            .prepare("SELECT id FROM messages")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(left, [ids[1]], "only the waiting message is left");
+        assert_eq!(ids(&conn), [queued[1]], "only the waiting message is left");
     }
 }

@@ -16,12 +16,13 @@ use rusqlite::{Connection, Statement};
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::ops::Deref;
 
-/// The statements every order runs. `SettleSpan` stays the last: it sizes
-/// the table.
+/// The statements every order runs. `SettleInventoryEvents` stays the last:
+/// it sizes the table.
 #[derive(Clone, Copy)]
 pub(super) enum Hot {
     InsertOrder,
-    Enqueue,
+    EnqueueOrderEvents,
+    EnqueueInventoryEvents,
     Reserve,
     Complete,
     Reject,
@@ -29,12 +30,13 @@ pub(super) enum Hot {
     StockLevel,
     TakeStock,
     InsertNotification,
-    SettleSpan,
+    SettleOrderEvents,
+    SettleInventoryEvents,
 }
 
 impl Hot {
     /// One past the last variant.
-    const COUNT: usize = Hot::SettleSpan as usize + 1;
+    const COUNT: usize = Hot::SettleInventoryEvents as usize + 1;
 
     fn sql(self) -> &'static str {
         match self {
@@ -42,7 +44,10 @@ impl Hot {
                 "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
                  VALUES (?1, ?2, 'placed', ?3, ?4, ?4)"
             }
-            Hot::Enqueue => "INSERT INTO messages (id, queue, routing_key, body) VALUES (?1, ?2, ?3, ?4)",
+            Hot::EnqueueOrderEvents => "INSERT INTO queue_order_events (id, routing_key, body) VALUES (?1, ?2, ?3)",
+            Hot::EnqueueInventoryEvents => {
+                "INSERT INTO queue_inventory_events (id, routing_key, body) VALUES (?1, ?2, ?3)"
+            }
             Hot::Reserve => {
                 "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3
                  WHERE id = ?1 AND status = ?4"
@@ -65,7 +70,12 @@ impl Hot {
                 "INSERT OR IGNORE INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             }
-            Hot::SettleSpan => "DELETE FROM messages WHERE queue = ?1 AND id BETWEEN ?2 AND ?3 AND available_at <= ?4",
+            Hot::SettleOrderEvents => {
+                "DELETE FROM queue_order_events WHERE id BETWEEN ?1 AND ?2 AND available_at <= ?3"
+            }
+            Hot::SettleInventoryEvents => {
+                "DELETE FROM queue_inventory_events WHERE id BETWEEN ?1 AND ?2 AND available_at <= ?3"
+            }
         }
     }
 }
@@ -93,7 +103,11 @@ impl<'c> Writer<'c> {
         super::run(self.conn, "BEGIN IMMEDIATE")?;
         let last = self
             .conn
-            .prepare_cached("SELECT max((SELECT last FROM message_ids), coalesce((SELECT max(id) FROM messages), 0))")
+            .prepare_cached(
+                "SELECT max((SELECT last FROM message_ids),
+                            coalesce((SELECT max(id) FROM queue_order_events), 0),
+                            coalesce((SELECT max(id) FROM queue_inventory_events), 0))",
+            )
             .and_then(|mut s| s.query_row([], |r| r.get(0)));
         match last {
             Ok(last) => {
@@ -111,7 +125,9 @@ impl<'c> Writer<'c> {
     /// Records the last message id given out, then commits.
     pub(super) fn commit(&self) -> rusqlite::Result<()> {
         if self.gave_ids.get() {
-            self.conn.prepare_cached("UPDATE message_ids SET last = ?1")?.execute([self.last_id.get()])?;
+            // Never lower: a program writing through the `messages` view
+            // counts its ids there too.
+            self.conn.prepare_cached("UPDATE message_ids SET last = max(last, ?1)")?.execute([self.last_id.get()])?;
         }
         super::run(self.conn, "COMMIT")
     }
