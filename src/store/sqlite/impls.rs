@@ -28,12 +28,12 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write(move |c| pipeline::reserve(c, &consumer, events)).await
+        self.write(move |c| pipeline::reserve(c, &consumer, &events)).await
     }
 
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write(move |c| pipeline::notify(c, &consumer, events)).await
+        self.write(move |c| pipeline::notify(c, &consumer, &events)).await
     }
 
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
@@ -88,7 +88,10 @@ impl QueueStore for SqliteStore {
         if batch.is_empty() {
             return Ok(Consumed::default());
         }
-        self.write(move |c| queue::settle(c, &consumer, batch, effect, policy)).await
+        // No statement of a batch fails on its input: message ids are new,
+        // inbox and notification inserts ignore repeats, and stock is taken
+        // only as far as the levels read in the same transaction allow.
+        self.write_checked_first(move |c| queue::settle(c, &consumer, batch, effect, policy)).await
     }
 
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {

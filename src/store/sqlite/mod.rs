@@ -108,9 +108,12 @@ impl SqliteStore {
         self.submit(Guard::Savepoint, f).await
     }
 
-    /// Like `write`, without the savepoint, for jobs that make every check
-    /// before their first write: a database error in one fails the whole
-    /// transaction rather than leave half of the job behind.
+    /// Like `write`, without the savepoint, for jobs whose writes fail only
+    /// when the database itself does: their checks come before their first
+    /// write, or their statements cannot fail on their input. A database
+    /// error in one fails the whole transaction rather than leave half of the
+    /// job behind. A savepoint copies every page its job changes before the
+    /// change, in case it must be undone.
     async fn write_checked_first<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

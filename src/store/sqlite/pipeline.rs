@@ -37,7 +37,7 @@ struct Level {
 /// Reserves stock for each `OrderPlaced` event. The inbox insert and the
 /// guarded status update come first and decide whether anything happens, so
 /// the common path does no extra reads.
-pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut levels: HashMap<String, Level> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
@@ -97,7 +97,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: Vec<Event>) -> 
 
 /// Records a notification for each inventory outcome and completes reserved
 /// orders. The notifications table, keyed by event id, is the inbox.
-pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {

@@ -148,8 +148,8 @@ pub(super) fn settle(
         return Ok(consumed);
     }
     let results = match effect {
-        Effect::Reserve => pipeline::reserve(conn, consumer, events.clone())?,
-        Effect::Notify => pipeline::notify(conn, consumer, events.clone())?,
+        Effect::Reserve => pipeline::reserve(conn, consumer, &events)?,
+        Effect::Notify => pipeline::notify(conn, consumer, &events)?,
     };
     // The usual case, every message applied or a duplicate: one statement
     // deletes them all.
