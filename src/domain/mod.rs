@@ -7,7 +7,9 @@
 mod event;
 mod order;
 
-pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
+pub use event::{
+    push_items_json, Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED,
+};
 pub use order::{
     CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_ITEMS,
 };

@@ -69,7 +69,8 @@ pub(crate) struct PreparedOrder {
 
 impl PreparedOrder {
     pub fn new(p: PlaceOrder) -> Result<Self, StoreError> {
-        let items = serde_json::to_string(&p.order.items).map_err(|e| StoreError::Other(e.into()))?;
+        let mut items = String::with_capacity(64);
+        crate::domain::push_items_json(&mut items, &p.order.items);
         let customer_id = p.order.customer_id.as_str().to_owned();
         let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
         Ok(Self {

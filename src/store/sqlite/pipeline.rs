@@ -42,7 +42,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
     let mut levels: HashMap<String, Level> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
-        if !remember(conn, consumer, &event, now)? {
+        if !remember(conn, consumer, event, now)? {
             outcomes.push(Handled::Duplicate);
             continue;
         }
@@ -69,7 +69,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
         let to = if problem.is_none() { Status::Reserved } else { Status::Rejected };
         if !transition(conn, event.order_id, Status::Placed, to, problem.as_deref(), now)? {
             if status_of(conn, event.order_id)?.is_none() {
-                forget(conn, consumer, &event)?;
+                forget(conn, consumer, event)?;
                 outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             } else {
                 // Already decided by an earlier delivery under another event id.
