@@ -457,6 +457,12 @@ impl ReadPool {
     }
 }
 
+/// A UUID as the tables hold it (hyphenated, lower case), written into
+/// `buf` rather than into a new `String`: the writer binds a few per order.
+fn uuid_text(id: uuid::Uuid, buf: &mut [u8; 36]) -> &str {
+    id.as_hyphenated().encode_lower(buf)
+}
+
 fn db_err(e: rusqlite::Error) -> StoreError {
     StoreError::Other(anyhow::Error::new(e))
 }

@@ -1,8 +1,8 @@
 //! Orders: accepting them, reading them back, paging through them.
 
-use super::db_err;
 use super::queue::Queue;
 use super::statements::{Hot, Writer};
+use super::{db_err, uuid_text};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::store::{
     queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
@@ -51,7 +51,7 @@ pub(super) fn transition(
     };
     let changed = conn
         .stmt(stmt)
-        .and_then(|mut s| s.execute(params![id.to_string(), reason, now, from.as_str()]))
+        .and_then(|mut s| s.execute(params![uuid_text(id.as_uuid(), &mut [0; 36]), reason, now, from.as_str()]))
         .map_err(db_err)?;
     Ok(changed == 1)
 }

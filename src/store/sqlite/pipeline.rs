@@ -4,9 +4,9 @@
 //! the SKUs a batch touches are read once, reserved in memory order by order
 //! (all-or-nothing per order), and written back once per SKU.
 
-use super::db_err;
 use super::orders::{enqueue, status_of, transition};
 use super::statements::{Hot, Writer};
+use super::{db_err, uuid_text};
 use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
 use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
@@ -16,7 +16,7 @@ use std::collections::HashMap;
 fn remember(conn: &Writer<'_>, consumer: &str, event: &Event, now: i64) -> Result<bool, StoreError> {
     let inserted = conn
         .stmt(Hot::Remember)
-        .and_then(|mut s| s.execute(params![consumer, event.event_id.to_string(), now]))
+        .and_then(|mut s| s.execute(params![consumer, uuid_text(event.event_id, &mut [0; 36]), now]))
         .map_err(db_err)?;
     Ok(inserted == 1)
 }
@@ -105,7 +105,9 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
             continue;
         };
-        let (event_id, order_id) = (event.event_id.to_string(), event.order_id.to_string());
+        let (mut event_buf, mut order_buf) = ([0; 36], [0; 36]);
+        let event_id = uuid_text(event.event_id, &mut event_buf);
+        let order_id = uuid_text(event.order_id.as_uuid(), &mut order_buf);
         let inserted = conn
             .stmt(Hot::InsertNotification)
             .and_then(|mut s| s.execute(params![event_id, order_id, consumer, kind, message, now]))

@@ -100,8 +100,7 @@ pub(super) fn take(conn: &Connection, queue: Queue, now: i64, max: usize) -> Res
         .prepare_cached(&sql)
         .and_then(|mut s| {
             s.query_map([now], |r| {
-                let body: Vec<u8> = r.get(1)?;
-                let event = Event::from_json(&body).map_err(|e| e.to_string());
+                let event = Event::from_json(r.get_ref(1)?.as_blob()?).map_err(|e| e.to_string());
                 Ok(Taken { id: r.get(0)?, attempts: r.get(2)?, event })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()
