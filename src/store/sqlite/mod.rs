@@ -2,14 +2,17 @@
 //!
 //! SQLite allows one writer at a time, so every write in the process goes to a
 //! single thread that owns the write connection. It takes every job waiting in
-//! its channel, runs each in its own savepoint inside one transaction and
-//! commits once. A thread beside it syncs the WAL and only then answers the
+//! its channel, runs them all inside one transaction and commits once. A
+//! thread beside it syncs the WAL and only then answers the
 //! callers (`sync`): under load hundreds of orders share one fsync, and the
 //! writer goes on with the next transaction while the disk works, taking in
 //! jobs until that sync ends, so that there is one commit per sync. With no
 //! job waiting and no commit being synced, the writer syncs its commit itself
-//! and saves the hand-offs to that thread and back. A failing
-//! job rolls back its savepoint without touching its neighbours. The writer's
+//! and saves the hand-offs to that thread and back. A job that may fail
+//! halfway runs in a savepoint of its own, which it rolls back without
+//! touching its neighbours; placing an order and applying a consumer's batch,
+//! whose statements fail only when the database does, run without one and
+//! fail the whole transaction instead (`Guard`). The writer's
 //! connection writes a commit's WAL frames in one system call (`wal_vfs`).
 //! Reads run on a small pool of connections beside it, which WAL lets proceed
 //! concurrently; a consumer reads its batch on its own thread.
