@@ -154,6 +154,11 @@ async fn sigterm_finishes_in_flight_work_and_exits_0() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let status = server.terminate();
     assert!(status.success(), "exit status {status:?}; its log:\n{}", server.log());
+    // Every notification recorded before the exit has its line in the log.
+    let recorded: usize = sqlite(&env).query_row("SELECT count(*) FROM notifications", [], |r| r.get(0)).unwrap();
+    let lines = server.log().lines().filter(|l| l.contains(" notification ")).count();
+    assert!(recorded > 0, "the notifier recorded nothing before the exit");
+    assert_eq!(lines, recorded, "one line for each notification recorded");
     let accepted = load.await.unwrap();
     let server = Server::start(&env, "run", &[]).await;
     audit(&env, &server, &accepted, 800).await;
