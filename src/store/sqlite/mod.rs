@@ -515,7 +515,8 @@ mod tests {
         PlaceOrder { id: OrderId::new(), order, idempotency: None }
     }
 
-    fn message_ids(conn: &Connection) -> Vec<i64> {
+    /// The ids of every queued message, in order.
+    pub(super) fn message_ids(conn: &Connection) -> Vec<i64> {
         conn.prepare("SELECT id FROM messages ORDER BY id")
             .unwrap()
             .query_map([], |r| r.get(0))

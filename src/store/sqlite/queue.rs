@@ -279,6 +279,7 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::message_ids;
     use super::{settle, take, Queue};
     use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
@@ -308,21 +309,13 @@ mod tests {
             )
             .unwrap();
         }
-        let ids = |conn: &rusqlite::Connection| -> Vec<i64> {
-            conn.prepare("SELECT id FROM messages ORDER BY id")
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap()
-        };
-        let queued = ids(&conn);
+        let queued = message_ids(&conn);
         assert_eq!(queued.len(), 3);
 
         let batch = take(&conn, Queue::InventoryEvents, now, 10).unwrap();
         let writer = super::super::statements::Writer::new(&conn);
         let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
-        assert_eq!(ids(&conn), [queued[1]], "only the waiting message is left");
+        assert_eq!(message_ids(&conn), [queued[1]], "only the waiting message is left");
     }
 }
