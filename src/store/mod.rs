@@ -68,18 +68,18 @@ pub(crate) struct PreparedOrder {
 }
 
 impl PreparedOrder {
-    pub fn new(p: PlaceOrder) -> Result<Self, StoreError> {
+    pub fn new(p: PlaceOrder) -> Self {
         let mut items = String::with_capacity(64);
         crate::domain::push_items_json(&mut items, &p.order.items);
         let customer_id = p.order.customer_id.as_str().to_owned();
         let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
-        Ok(Self {
+        Self {
             id: p.id,
             customer_id,
             items,
             event,
             idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
-        })
+        }
     }
 }
 

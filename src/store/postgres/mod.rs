@@ -82,7 +82,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
-        let order = crate::store::PreparedOrder::new(order)?;
+        let order = crate::store::PreparedOrder::new(order);
         let (reply, rx) = oneshot::channel();
         self.orders.try_send(orders::Pending { order, reply }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("order queue is full".into()),

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 #[async_trait]
 impl Store for SqliteStore {
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
-        let order = PreparedOrder::new(order)?;
+        let order = PreparedOrder::new(order);
         self.write_checked_first(move |c| orders::place(c, order)).await
     }
 
