@@ -9,8 +9,6 @@
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::io::{BufWriter, IsTerminal};
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -50,22 +48,9 @@ struct LineTime;
 
 impl FormatTime for LineTime {
     fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-        thread_local! {
-            /// The last second formatted, and its text up to the fraction.
-            static SECOND: RefCell<(i64, String)> = const { RefCell::new((i64::MIN, String::new())) };
-        }
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (seconds, micros) = (now.as_secs() as i64, now.subsec_micros());
-        SECOND.with_borrow_mut(|(second, text)| {
-            if *second != seconds {
-                text.clear();
-                if let Some(at) = chrono::DateTime::from_timestamp(seconds, 0) {
-                    let _ = write!(text, "{}", at.format("%Y-%m-%dT%H:%M:%S"));
-                }
-                *second = seconds;
-            }
-            w.write_str(text)
-        })?;
+        crate::domain::with_second_text(seconds, |second| w.write_str(second.unwrap_or("")))?;
         let mut fraction = *b".000000Z";
         let mut rest = micros;
         for digit in fraction[1..7].iter_mut().rev() {
