@@ -61,7 +61,8 @@ pub(crate) struct PreparedOrder {
     pub customer_id: String,
     /// The items as a JSON array.
     pub items: String,
-    /// The `OrderPlaced` event, as JSON.
+    /// The `OrderPlaced` event, and the JSON it is queued as.
+    pub placed: Event,
     pub event: String,
     /// The idempotency key and the request's hash.
     pub idempotency: Option<(String, String)>,
@@ -72,11 +73,13 @@ impl PreparedOrder {
         let mut items = String::with_capacity(64);
         crate::domain::push_items_json(&mut items, &p.order.items);
         let customer_id = p.order.customer_id.as_str().to_owned();
-        let event = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).to_json();
+        let placed = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
+        let event = placed.to_json();
         Self {
             id: p.id,
             customer_id,
             items,
+            placed,
             event,
             idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
         }

@@ -84,10 +84,11 @@ impl QueueStore for SqliteStore {
         policy: RetryPolicy,
     ) -> Result<Consumed, StoreError> {
         let (consumer, from, now) = (consumer.to_owned(), queue::Queue::named(queue)?, now_millis());
-        let batch = self.read_here(|c| queue::take(c, from, now, max))?;
+        let batch = self.read_here(|c| queue::take(c, &self.recent, from, now, max))?;
         if batch.is_empty() {
             return Ok(Consumed::default());
         }
+        metrics::counter!("orderflow_store_events_reused_total").increment(batch.reused as u64);
         // No statement of a batch fails on its input: message ids are new,
         // inbox and notification inserts ignore repeats, and stock is taken
         // only as far as the levels read in the same transaction allow.

@@ -23,6 +23,7 @@ mod orders;
 mod pcache;
 mod pipeline;
 mod queue;
+mod recent;
 mod statements;
 mod sync;
 mod wal_vfs;
@@ -62,6 +63,8 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     /// Bumped after every commit that queued messages, to wake consumers.
     messages: watch::Receiver<u64>,
+    /// The events the writer queued lately, for this process's consumers.
+    recent: Arc<recent::Recent>,
 }
 
 impl SqliteStore {
@@ -92,11 +95,16 @@ impl SqliteStore {
             }
         };
         let syncer = sync::start(&path, notify, wake_writer)?;
+        let recent = Arc::new(recent::Recent::default());
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || run_writer(conn, rx, syncer, checkpointer))
+            .spawn({
+                let recent = recent.clone();
+                move || run_writer(conn, rx, syncer, checkpointer, recent)
+            })
             .context("starting the SQLite writer thread")?;
-        Ok(Self { writer: tx, readers: Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) }), messages })
+        let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
+        Ok(Self { writer: tx, readers, messages, recent })
     }
 
     /// Runs `f` inside the next group commit and returns its result once the
@@ -351,8 +359,14 @@ fn sync_or_hand_over(
     syncer.send(commit)
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, syncer: sync::Syncer, checkpointer: checkpoint::Waker) {
-    let conn = Writer::new(&conn);
+fn run_writer(
+    conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    syncer: sync::Syncer,
+    checkpointer: checkpoint::Waker,
+    recent: Arc<recent::Recent>,
+) {
+    let conn = Writer::new(&conn, recent);
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
     let mut idle_since = Instant::now();
     while let Some(first) = rx.blocking_recv() {

@@ -1,12 +1,11 @@
 //! Orders: accepting them, reading them back, paging through them.
 
 use super::queue::Queue;
+use super::recent::Kept;
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
-use crate::store::{
-    queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
-};
+use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status};
+use crate::store::{queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use std::cell::Cell;
 
@@ -17,16 +16,23 @@ thread_local! {
 }
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).
-pub(super) fn enqueue(conn: &Writer<'_>, event: &Event) -> Result<(), StoreError> {
-    enqueue_raw(conn, queue_for(event), event.event_type.routing_key(), &event.to_json())
+pub(super) fn enqueue(conn: &Writer<'_>, event: Event) -> Result<(), StoreError> {
+    let body = event.to_json();
+    enqueue_json(conn, event, body)
 }
 
-fn enqueue_raw(conn: &Writer<'_>, queue: &str, routing_key: &str, body: &str) -> Result<(), StoreError> {
+/// Queues `event`, written as `body`, and keeps both for this process's
+/// consumer of its queue (`recent`).
+fn enqueue_json(conn: &Writer<'_>, event: Event, body: String) -> Result<(), StoreError> {
+    let queue = Queue::named(queue_for(&event))?;
     let id = conn.next_message_id();
-    conn.stmt(Queue::named(queue)?.enqueue())
-        .and_then(|mut s| s.execute(params![id, routing_key, body]))
+    conn.stmt(queue.enqueue())
+        .and_then(|mut s| s.execute(params![id, event.event_type.routing_key(), body]))
         .map_err(db_err)?;
     QUEUED.set(true);
+    if conn.recent.wanted(queue) {
+        conn.recent.keep(queue, Kept { id, body, event });
+    }
     Ok(())
 }
 
@@ -88,7 +94,7 @@ pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, Store
     conn.stmt(Hot::InsertOrder)
         .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
         .map_err(db_err)?;
-    enqueue_raw(conn, QUEUE_ORDER_EVENTS, ROUTE_ORDER_PLACED, &p.event)?;
+    enqueue_json(conn, p.placed, p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 

@@ -86,7 +86,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             }
             Some(reason) => event.follow(EventType::InventoryFailed, Some(reason)),
         };
-        enqueue(conn, &next)?;
+        enqueue(conn, next)?;
         outcomes.push(Handled::Done);
     }
     for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {

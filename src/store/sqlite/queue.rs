@@ -2,7 +2,8 @@
 //! `messages` view of them all for what is not on the hot path.
 //!
 //! A consumer reads a batch on a read connection, beside the writer, and
-//! parses it there. One writer job then applies the batch and settles every
+//! parses it there, or takes the events the writer kept as it queued them
+//! (`recent`). One writer job then applies the batch and settles every
 //! message in one transaction: applied messages are deleted, failed ones get a
 //! later `available_at` (exponential backoff) or move to `dead_letters`.
 //! Because that is one transaction, a consumer killed mid-batch changes
@@ -15,6 +16,7 @@
 use super::db_err;
 use super::orders::QUEUED;
 use super::pipeline;
+use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
 use crate::broker::{Reject, RetryPolicy};
 use crate::domain::{format_millis, Event};
@@ -77,6 +79,8 @@ pub(super) struct Batch {
     queue: Queue,
     now: i64,
     messages: Vec<Taken>,
+    /// Messages whose event the writer had kept, not parsed again.
+    pub reused: usize,
 }
 
 impl Batch {
@@ -86,8 +90,15 @@ impl Batch {
 }
 
 /// Reads up to `max` messages of `queue` that are ready at `now`, and parses
-/// them. Runs on a read connection; it changes nothing.
-pub(super) fn take(conn: &Connection, queue: Queue, now: i64, max: usize) -> Result<Batch, StoreError> {
+/// them, or takes the event the writer kept for one (`recent`). Runs on a
+/// read connection; it changes nothing.
+pub(super) fn take(
+    conn: &Connection,
+    recent: &Recent,
+    queue: Queue,
+    now: i64,
+    max: usize,
+) -> Result<Batch, StoreError> {
     // The limit is written into the statement, not bound: SQLite plans a
     // `LIMIT ?` with the bound value, and so prepares the statement again
     // each time that parameter is bound, which cost more than the read.
@@ -96,17 +107,22 @@ pub(super) fn take(conn: &Connection, queue: Queue, now: i64, max: usize) -> Res
          WHERE available_at <= ?1 ORDER BY id LIMIT {max}",
         queue.table()
     );
-    let messages = conn
-        .prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_map([now], |r| {
-                let event = Event::from_json(r.get_ref(1)?.as_blob()?).map_err(|e| e.to_string());
-                Ok(Taken { id: r.get(0)?, attempts: r.get(2)?, event })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(db_err)?;
-    Ok(Batch { queue, now, messages })
+    let mut kept = Matcher::new(recent.take(queue));
+    let messages = conn.prepare_cached(&sql).and_then(|mut s| {
+        s.query_map([now], |r| {
+            let (id, body) = (r.get(0)?, r.get_ref(1)?.as_blob()?);
+            let event = match kept.event(id, body) {
+                Some(event) => Ok(event),
+                None => Event::from_json(body).map_err(|e| e.to_string()),
+            };
+            Ok(Taken { id, attempts: r.get(2)?, event })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()
+    });
+    let reused = kept.reused;
+    recent.give_back(queue, kept.rest());
+    let messages = messages.map_err(db_err)?;
+    Ok(Batch { queue, now, messages, reused })
 }
 
 /// Applies `effect` to a batch as `consumer` and settles each message; runs
@@ -118,7 +134,7 @@ pub(super) fn settle(
     effect: Effect,
     policy: RetryPolicy,
 ) -> Result<Consumed, StoreError> {
-    let Batch { queue, now, messages } = batch;
+    let Batch { queue, now, messages, .. } = batch;
     let mut consumed = Consumed { taken: messages.len(), ..Consumed::default() };
     // Message ids are unique and only grow, and a message's `available_at`
     // only moves later, so between the first and the last id taken the
@@ -312,10 +328,56 @@ mod tests {
         let queued = message_ids(&conn);
         assert_eq!(queued.len(), 3);
 
-        let batch = take(&conn, Queue::InventoryEvents, now, 10).unwrap();
-        let writer = super::super::statements::Writer::new(&conn);
+        let recent = std::sync::Arc::new(super::super::recent::Recent::default());
+        let batch = take(&conn, &recent, Queue::InventoryEvents, now, 10).unwrap();
+        let writer = super::super::statements::Writer::new(&conn, recent);
         let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
         assert_eq!(message_ids(&conn), [queued[1]], "only the waiting message is left");
+    }
+
+    /// A consumer takes the events the writer queued from what it kept,
+    /// except for a message whose body is not what the writer wrote (here
+    /// rewritten by hand) or that another program queued: those are parsed.
+    #[test]
+    fn a_consumer_takes_the_writers_events_only_where_the_bodies_match() {
+        use crate::domain::{LineItem, NewOrder, Quantity, Sku};
+        use crate::store::{PlaceOrder, PreparedOrder};
+        let conn = super::super::connect(":memory:", OpenFlags::default()).unwrap();
+        super::super::migrate(&conn).unwrap();
+        let recent = std::sync::Arc::new(super::super::recent::Recent::default());
+        let writer = super::super::statements::Writer::new(&conn, recent.clone());
+        let now = now_millis();
+        assert!(take(&conn, &recent, Queue::OrderEvents, now, 10).unwrap().is_empty());
+
+        let mut placed = Vec::new();
+        writer.begin().unwrap();
+        for customer in ["c1", "c2", "c3"] {
+            let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(2).unwrap() }];
+            let order = NewOrder::new(CustomerId::parse(customer).unwrap(), items).unwrap();
+            let prepared = PreparedOrder::new(PlaceOrder { id: OrderId::new(), order, idempotency: None });
+            placed.push(prepared.placed.clone());
+            super::super::orders::place(&writer, prepared).unwrap();
+        }
+        writer.commit().unwrap();
+        let by_hand =
+            Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c4").unwrap(), vec![], None);
+        conn.execute(
+            "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', ?1)",
+            [by_hand.to_json()],
+        )
+        .unwrap();
+        let rewritten =
+            Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c5").unwrap(), vec![], None);
+        let second = message_ids(&conn)[1];
+        conn.execute("UPDATE messages SET body = ?2 WHERE id = ?1", params![second, rewritten.to_json()]).unwrap();
+
+        let batch = take(&conn, &recent, Queue::OrderEvents, now_millis(), 10).unwrap();
+        let events: Vec<Event> = batch.messages.iter().map(|m| m.event.clone().unwrap()).collect();
+        assert_eq!(events, [placed[0].clone(), rewritten, placed[2].clone(), by_hand]);
+        assert_eq!(batch.reused, 2);
+        // Taken again (the batch was not settled): parsed from the table this time.
+        let again = take(&conn, &recent, Queue::OrderEvents, now_millis(), 10).unwrap();
+        assert_eq!((again.messages.len(), again.reused), (4, 0));
     }
 }

@@ -12,9 +12,11 @@
 //! back before it commits. Writers in other processes take turns through
 //! SQLite's write lock, so ids only grow, and none is given out twice.
 
+use super::recent::Recent;
 use rusqlite::{Connection, Statement};
 use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::ops::Deref;
+use std::sync::Arc;
 
 /// The statements every order runs. `SettleInventoryEvents` stays the last:
 /// it sizes the table.
@@ -90,11 +92,19 @@ pub(super) struct Writer<'c> {
     last_id: Cell<i64>,
     /// Whether this transaction gave out ids (and must record the last).
     gave_ids: Cell<bool>,
+    /// The events queued lately, for this process's consumers.
+    pub(super) recent: Arc<Recent>,
 }
 
 impl<'c> Writer<'c> {
-    pub(super) fn new(conn: &'c Connection) -> Self {
-        Self { conn, hot: std::array::from_fn(|_| OnceCell::new()), last_id: Cell::new(0), gave_ids: Cell::new(false) }
+    pub(super) fn new(conn: &'c Connection, recent: Arc<Recent>) -> Self {
+        Self {
+            conn,
+            hot: std::array::from_fn(|_| OnceCell::new()),
+            last_id: Cell::new(0),
+            gave_ids: Cell::new(false),
+            recent,
+        }
     }
 
     /// Begins a write transaction and reads the last message id given out.
