@@ -51,13 +51,7 @@ impl FormatTime for LineTime {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let (seconds, micros) = (now.as_secs() as i64, now.subsec_micros());
         crate::domain::with_second_text(seconds, |second| w.write_str(second.unwrap_or("")))?;
-        let mut fraction = *b".000000Z";
-        let mut rest = micros;
-        for digit in fraction[1..7].iter_mut().rev() {
-            *digit = b'0' + (rest % 10) as u8;
-            rest /= 10;
-        }
-        w.write_str(std::str::from_utf8(&fraction).expect("ASCII digits"))
+        crate::domain::write_fraction(w, micros, 6)
     }
 }
 

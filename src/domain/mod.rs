@@ -29,11 +29,21 @@ pub fn format_millis(ms: i64) -> String {
         };
         let mut text = String::with_capacity(second.len() + 5);
         text.push_str(second);
-        let fraction = [b'.', b'0' + (millis / 100) as u8, b'0' + (millis / 10 % 10) as u8, b'0' + (millis % 10) as u8];
-        text.push_str(std::str::from_utf8(&fraction).expect("ASCII digits"));
-        text.push('Z');
+        let _ = write_fraction(&mut text, millis, 3);
         text
     })
+}
+
+/// Writes the end of an RFC 3339 time after its second: `value` as a
+/// fraction of `digits` digits (at most 9), then `Z`.
+pub(crate) fn write_fraction(out: &mut impl std::fmt::Write, mut value: u32, digits: usize) -> std::fmt::Result {
+    let mut text = *b".000000000Z";
+    for digit in text[1..=digits].iter_mut().rev() {
+        *digit = b'0' + (value % 10) as u8;
+        value /= 10;
+    }
+    text.copy_within(10.., digits + 1);
+    out.write_str(std::str::from_utf8(&text[..digits + 2]).expect("ASCII digits"))
 }
 
 /// Calls `f` with a second since the epoch as RFC 3339 text in UTC, up to
