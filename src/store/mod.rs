@@ -188,6 +188,16 @@ pub struct Consumed {
     pub dead_lettered: usize,
 }
 
+impl Consumed {
+    /// Adds what another part of the same batch came to.
+    pub fn add(&mut self, part: Consumed) {
+        self.taken += part.taken;
+        self.applied.extend(part.applied);
+        self.retried += part.retried;
+        self.dead_lettered += part.dead_lettered;
+    }
+}
+
 /// A row of the outbox, to be published by the relay.
 #[derive(Debug, Clone)]
 pub struct OutboxMessage {

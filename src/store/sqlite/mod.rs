@@ -2,20 +2,22 @@
 //!
 //! SQLite allows one writer at a time, so every write in the process goes to a
 //! single thread that owns the write connection. It takes every job waiting in
-//! its channel, runs them all inside one transaction and commits once. A
-//! thread beside it syncs the WAL and only then answers the
-//! callers (`sync`): under load hundreds of orders share one fsync, and the
-//! writer goes on with the next transaction while the disk works, taking in
-//! jobs until that sync ends, so that there is one commit per sync. With no
-//! job waiting and no commit being synced, the writer syncs its commit itself
-//! and saves the hand-offs to that thread and back. A job that may fail
-//! halfway runs in a savepoint of its own, which it rolls back without
-//! touching its neighbours; placing an order and applying a consumer's batch,
-//! whose statements fail only when the database does, run without one and
-//! fail the whole transaction instead (`Guard`). The writer's
-//! connection writes a commit's WAL frames in one system call (`wal_vfs`).
-//! Reads run on a small pool of connections beside it, which WAL lets proceed
-//! concurrently; a consumer reads its batch on its own thread.
+//! its channel, runs them inside one transaction and commits once. A thread
+//! beside it syncs the WAL and only then answers the callers (`sync`): under
+//! load dozens of orders share one fsync, and the writer goes on with the next
+//! transaction while the disk works, taking in jobs until that sync ends, so
+//! that there is one commit per sync. The jobs clients wait for run first; the
+//! consumers' batches, which no client waits for, come in parts and run while
+//! the disk works (`run_writer`). With no job waiting and no commit being
+//! synced, the writer syncs its commit itself and saves the hand-offs to that
+//! thread and back. A job that may fail halfway runs in a savepoint of its
+//! own, which it rolls back without touching its neighbours; placing an order
+//! and applying a consumer's batch, whose statements fail only when the
+//! database does, run without one and fail the whole transaction instead
+//! (`Guard`). The writer's connection writes a commit's WAL frames in one
+//! system call (`wal_vfs`). Reads run on a small pool of connections beside
+//! it, which WAL lets proceed concurrently; a consumer reads its batch on its
+//! own thread.
 
 mod checkpoint;
 mod impls;
@@ -32,6 +34,7 @@ use super::StoreError;
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags};
 use statements::Writer;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -56,7 +59,20 @@ thread_local! {
     /// Set on the writer thread by a failed `AbortOnError` job.
     static ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
-type Job = Box<dyn FnOnce(&Writer<'_>) -> Reply + Send>;
+/// What the writer is asked to do.
+enum Job {
+    /// A write a client waits for: an order placed, stock set, a replay.
+    Urgent(Work),
+    /// A consumer's work, which no client waits for. With the disk idle, the
+    /// writer commits the urgent jobs it has run before it takes one of
+    /// these, and runs it while that commit is synced (`run_writer`).
+    Background(Work),
+    /// Wakes a writer holding its transaction (`sync::Syncer::hold`).
+    Wake,
+}
+
+/// A job's writes; returns what to tell its caller once the commit is known.
+type Work = Box<dyn FnOnce(&Writer<'_>) -> Reply + Send>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -84,14 +100,12 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel::<Job>(WRITER_QUEUE);
         let (notify, messages) = watch::channel(0u64);
         let checkpointer = checkpoint::start(&path)?;
-        // A job that does nothing wakes a writer holding its transaction. The
-        // sender is weak, so that the writer still stops when the store goes.
+        // The sender is weak, so that the writer still stops when the store goes.
         let writer = tx.downgrade();
         let wake_writer = move || {
             if let Some(writer) = writer.upgrade() {
                 // A full queue wakes the writer by itself.
-                let nothing: Job = Box::new(|_| Box::new(|_| ()));
-                let _ = writer.try_send(nothing);
+                let _ = writer.try_send(Job::Wake);
             }
         };
         let syncer = sync::start(&path, notify, wake_writer)?;
@@ -138,8 +152,23 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        outcome(self.send(guard, Job::Urgent, f)?).await
+    }
+
+    /// Queues `f` for the writer as the job `kind` makes of it, and returns
+    /// at once: the result comes once the job's commit is durable (`outcome`).
+    fn send<T, F>(
+        &self,
+        guard: Guard,
+        kind: fn(Work) -> Job,
+        f: F,
+    ) -> Result<oneshot::Receiver<Result<T, StoreError>>, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
-        let job: Job = Box::new(move |conn| {
+        let work: Work = Box::new(move |conn| {
             let result = match guard {
                 Guard::Savepoint => in_savepoint(conn, f),
                 Guard::AbortOnError => {
@@ -158,11 +187,11 @@ impl SqliteStore {
                 let _ = tx.send(outcome);
             })
         });
-        self.writer.try_send(job).map_err(|e| match e {
+        self.writer.try_send(kind(work)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("write queue is full".into()),
             mpsc::error::TrySendError::Closed(_) => StoreError::Unavailable("writer has stopped".into()),
         })?;
-        rx.await.map_err(|_| StoreError::Unavailable("writer has stopped".into()))?
+        Ok(rx)
     }
 
     /// Runs `f` on a read connection, off the async threads.
@@ -191,6 +220,11 @@ impl SqliteStore {
         self.readers.put(conn);
         result
     }
+}
+
+/// What a job sent to the writer came to, once its commit is durable.
+async fn outcome<T>(reply: oneshot::Receiver<Result<T, StoreError>>) -> Result<T, StoreError> {
+    reply.await.map_err(|_| StoreError::Unavailable("writer has stopped".into()))?
 }
 
 /// Opens a connection. Every connection of the process is opened here, so
@@ -286,8 +320,8 @@ fn migrate(conn: &Connection) -> anyhow::Result<()> {
 }
 
 /// Runs one job; a panic in it fails the whole transaction, not the writer.
-fn run_job(job: Job, conn: &Writer<'_>) -> Reply {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(conn))) {
+fn run_job(work: Work, conn: &Writer<'_>) -> Reply {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))) {
         Ok(reply) => reply,
         Err(_) => {
             tracing::error!("a store job panicked; rolling its transaction back");
@@ -339,16 +373,12 @@ fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Dur
     }
 }
 
-/// Makes a commit durable: on the writer's own thread when no job waits for
-/// it and no other commit for a sync, since the hand-off to the sync thread
-/// and back would only add to its callers' wait; else on the sync thread,
-/// while the writer goes on. Gives the commit back when a sync has failed.
-fn sync_or_hand_over(
-    syncer: &sync::Syncer,
-    rx: &mpsc::Receiver<Job>,
-    commit: sync::Commit,
-) -> Result<(), sync::Commit> {
-    let commit = if rx.is_empty() {
+/// Makes a commit durable: on the writer's own thread when it has nothing
+/// else to do (`idle`) and no other commit waits for a sync, since the
+/// hand-off to the sync thread and back would only add to its callers' wait;
+/// else on the sync thread, while the writer goes on. Gives the commit back when a sync has failed.
+fn sync_or_hand_over(syncer: &sync::Syncer, idle: bool, commit: sync::Commit) -> Result<(), sync::Commit> {
+    let commit = if idle {
         match syncer.sync_here(commit) {
             Ok(()) => return Ok(()),
             Err(commit) => commit,
@@ -359,6 +389,58 @@ fn sync_or_hand_over(
     syncer.send(commit)
 }
 
+/// The jobs the writer has taken from its channel and not yet run, urgent
+/// and background apart.
+#[derive(Default)]
+struct Pending {
+    urgent: VecDeque<Work>,
+    background: VecDeque<Work>,
+}
+
+impl Pending {
+    fn push(&mut self, job: Job) {
+        match job {
+            Job::Urgent(work) => self.urgent.push_back(work),
+            Job::Background(work) => self.background.push_back(work),
+            // Taking it was the point.
+            Job::Wake => {}
+        }
+    }
+
+    /// Takes what waits in the channel, up to a transaction's worth of jobs.
+    fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) {
+        while self.len() < MAX_JOBS_PER_COMMIT {
+            match rx.try_recv() {
+                Ok(job) => self.push(job),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.urgent.len() + self.background.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The writer's loop: one transaction per round.
+///
+/// A round runs the urgent jobs first, those clients wait for. Once it has
+/// run some and the disk is idle, it commits at once and hands the commit to
+/// the sync thread, and the background jobs, a consumer's parts of a batch,
+/// run in the next round while the disk works. A consumer's part of a batch
+/// thus never stands between a client and its answer for longer than the
+/// part it is running. So that background jobs are never starved when syncs
+/// are quick, a round after one that committed early with background jobs
+/// waiting runs one of them before it may commit early itself.
+///
+/// While an earlier commit is being synced, a commit now would wait for that
+/// sync anyway: the round keeps taking and running jobs until it ends, so
+/// that there is about one commit per sync. Fewer, larger commits write each
+/// hot page to the WAL fewer times.
 fn run_writer(
     conn: Connection,
     mut rx: mpsc::Receiver<Job>,
@@ -367,38 +449,44 @@ fn run_writer(
     recent: Arc<recent::Recent>,
 ) {
     let conn = Writer::new(&conn, recent);
-    let mut batch: Vec<Job> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
+    let mut pending = Pending::default();
     let mut idle_since = Instant::now();
-    while let Some(first) = rx.blocking_recv() {
-        let began = Instant::now();
-        let mut time = WriterTime { idle: began - idle_since, ..WriterTime::default() };
-        batch.push(first);
-        while batch.len() < MAX_JOBS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    // The last round committed early, leaving background jobs waiting.
+    let mut background_owed = false;
+    loop {
+        while pending.is_empty() {
+            match rx.blocking_recv() {
+                Some(job) => pending.push(job),
+                None => return,
             }
         }
-        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        let began = Instant::now();
+        let mut time = WriterTime { idle: began - idle_since, ..WriterTime::default() };
+        let mut replies: Vec<Reply> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
         let outcome = match conn.begin() {
             Ok(()) => {
-                replies.extend(batch.drain(..).map(|job| run_job(job, &conn)));
-                // While the last commit is being synced, a commit now would
-                // wait for that sync anyway: keep taking jobs until it ends.
-                // Fewer, larger commits write each hot page to the WAL fewer
-                // times.
-                while replies.len() < MAX_JOBS_PER_COMMIT && !ABORT.get() && syncer.hold() {
-                    let holding = Instant::now();
-                    let Some(job) = rx.blocking_recv() else { break };
-                    time.hold += holding.elapsed();
-                    replies.push(run_job(job, &conn));
-                    while replies.len() < MAX_JOBS_PER_COMMIT {
-                        match rx.try_recv() {
-                            Ok(job) => replies.push(run_job(job, &conn)),
-                            Err(_) => break,
-                        }
+                let (mut urgent_ran, mut background_ran) = (false, false);
+                while replies.len() < MAX_JOBS_PER_COMMIT && !ABORT.get() {
+                    pending.take_from(&mut rx);
+                    let owed = background_owed && !background_ran && !pending.background.is_empty();
+                    if let Some(work) = pending.urgent.pop_front() {
+                        urgent_ran = true;
+                        replies.push(run_job(work, &conn));
+                    } else if urgent_ran && !owed && syncer.idle() {
+                        break;
+                    } else if let Some(work) = pending.background.pop_front() {
+                        background_ran = true;
+                        replies.push(run_job(work, &conn));
+                    } else if syncer.hold() {
+                        let holding = Instant::now();
+                        let Some(job) = rx.blocking_recv() else { break };
+                        time.hold += holding.elapsed();
+                        pending.push(job);
+                    } else {
+                        break;
                     }
                 }
+                background_owed = !pending.background.is_empty();
                 let committing = Instant::now();
                 time.exec = committing - began - time.hold;
                 let outcome = if ABORT.replace(false) {
@@ -414,7 +502,8 @@ fn run_writer(
                 outcome
             }
             Err(e) => {
-                replies.extend(batch.drain(..).map(|_| -> Reply { Box::new(|_| ()) }));
+                // The jobs are dropped: their callers hear that the writer failed them.
+                pending = Pending::default();
                 Err(e.to_string())
             }
         };
@@ -426,7 +515,8 @@ fn run_writer(
         let queued = orders::QUEUED.replace(false);
         let (replies, error) = match outcome {
             Ok(()) => {
-                let handed_over = sync_or_hand_over(&syncer, &rx, sync::Commit { replies, queued });
+                let idle = pending.is_empty() && rx.is_empty();
+                let handed_over = sync_or_hand_over(&syncer, idle, sync::Commit { replies, queued });
                 // A sync made here counts as the sync's time, not as the writer's idle time.
                 idle_since = Instant::now();
                 match handed_over {
@@ -490,6 +580,7 @@ mod tests {
     use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku, Status};
     use crate::store::{OrderFilter, PlaceOrder, Store};
     use rusqlite::{Connection, OpenFlags};
+    use std::time::Duration;
 
     /// A database made by an earlier version keeps its orders, loses the
     /// index on `status`, and still finds its orders by status.
@@ -521,6 +612,79 @@ mod tests {
             assert_eq!(found, Vec::from_iter(id), "{status}");
         }
         assert_current(&path);
+    }
+
+    /// A client's write that arrives while a consumer's part of a batch runs
+    /// is committed once that part is done, with the disk idle, not after the
+    /// consumer's next part: that one waits here until the client has its
+    /// answer, so a writer that held the client's write behind it would time
+    /// out.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_clients_write_is_committed_before_the_background_work_queued_ahead_of_it() {
+        use super::{outcome, Guard, Job};
+        use crate::store::StoreError;
+        use std::sync::mpsc::channel;
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
+        let (running, started) = channel::<()>();
+        let (go, wait_for_go) = channel::<()>();
+        let (release, wait_for_release) = channel::<()>();
+        let waited = |r: Result<(), std::sync::mpsc::RecvTimeoutError>| {
+            r.map_err(|e| StoreError::Other(anyhow::anyhow!("not told to go on: {e}")))
+        };
+        let first = store
+            .send(Guard::AbortOnError, Job::Background, move |_| {
+                running.send(()).unwrap();
+                waited(wait_for_go.recv_timeout(Duration::from_secs(30)))
+            })
+            .unwrap();
+        let second = store
+            .send(Guard::AbortOnError, Job::Background, move |_| {
+                waited(wait_for_release.recv_timeout(Duration::from_secs(30)))
+            })
+            .unwrap();
+        started.recv_timeout(Duration::from_secs(10)).expect("the first background job runs");
+        let client = store.send(Guard::Savepoint, Job::Urgent, |c| super::pipeline::set_stock(c, "tea", 7)).unwrap();
+        go.send(()).unwrap();
+
+        tokio::time::timeout(Duration::from_secs(10), outcome(client))
+            .await
+            .expect("the client's write waited for the background job queued ahead of it")
+            .unwrap();
+        let stock = store.list_stock().await.unwrap();
+        assert_eq!((stock[0].sku.as_str(), stock[0].available), ("tea", 7));
+        release.send(()).unwrap();
+        outcome(first).await.unwrap();
+        outcome(second).await.unwrap();
+    }
+
+    /// A batch larger than a part is applied and settled part by part, in
+    /// order, as one call: every order reserved, every message gone, and the
+    /// stock taken once per order.
+    #[tokio::test]
+    async fn a_batch_of_many_parts_is_applied_and_settled_whole() {
+        use crate::broker::RetryPolicy;
+        use crate::store::{Effect, QueueStore, QUEUE_ORDER_EVENTS};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
+        store.set_stock("tea", 1000).await.unwrap();
+        let n = 3 * super::impls::SETTLE_PART + 5;
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            ids.push(store.place_order(order()).await.unwrap().id);
+        }
+        let consumed =
+            store.consume("inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 512, RetryPolicy::default()).await.unwrap();
+        assert_eq!((consumed.taken, consumed.applied.len()), (n, n));
+        let applied: Vec<OrderId> = consumed.applied.iter().map(|e| e.order_id).collect();
+        assert_eq!(applied, ids, "applied in the order placed");
+        for id in ids {
+            assert_eq!(store.get_order(id).await.unwrap().unwrap().status, Status::Reserved);
+        }
+        assert_eq!(store.list_stock().await.unwrap()[0].available, 1000 - n as i64);
+        let again =
+            store.consume("inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 512, RetryPolicy::default()).await.unwrap();
+        assert_eq!(again.taken, 0, "every message was settled");
     }
 
     fn order() -> PlaceOrder {

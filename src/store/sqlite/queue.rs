@@ -3,15 +3,16 @@
 //!
 //! A consumer reads a batch on a read connection, beside the writer, and
 //! parses it there, or takes the events the writer kept as it queued them
-//! (`recent`). One writer job then applies the batch and settles every
-//! message in one transaction: applied messages are deleted, failed ones get a
-//! later `available_at` (exponential backoff) or move to `dead_letters`.
-//! Because that is one transaction, a consumer killed mid-batch changes
-//! nothing and the batch is taken again at once by the next consumer: no
-//! leases, no timeouts. Should another process's consumer take some of the
-//! same messages between the read and the write, the inbox makes the second
-//! application a duplicate, and deleting or retrying a message that is gone
-//! changes nothing.
+//! (`recent`). The writer then applies the batch in parts of consecutive
+//! messages, and each part's job settles its own messages in the same
+//! transaction as their effects: applied messages are deleted, failed ones get
+//! a later `available_at` (exponential backoff) or move to `dead_letters`.
+//! Because a part is applied and settled in one transaction, a consumer killed
+//! mid-batch leaves each part either done or untouched, and what is untouched
+//! is taken again at once by the next consumer: no leases, no timeouts.
+//! Should another process's consumer take some of the same messages between
+//! the read and the write, the inbox makes the second application a
+//! duplicate, and deleting or retrying a message that is gone changes nothing.
 
 use super::db_err;
 use super::orders::QUEUED;
@@ -86,6 +87,18 @@ pub(super) struct Batch {
 impl Batch {
     pub(super) fn is_empty(&self) -> bool {
         self.messages.is_empty()
+    }
+
+    /// Splits the batch, oldest first, into parts of at most `size`
+    /// messages. Each part's messages are the ones ready between its first
+    /// and its last id, as `settle` needs.
+    pub(super) fn split(self, size: usize) -> impl Iterator<Item = Batch> {
+        let Batch { queue, now, messages, .. } = self;
+        let mut messages = messages.into_iter();
+        std::iter::from_fn(move || {
+            let part: Vec<Taken> = messages.by_ref().take(size).collect();
+            (!part.is_empty()).then_some(Batch { queue, now, messages: part, reused: 0 })
+        })
     }
 }
 
@@ -296,7 +309,7 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::super::tests::message_ids;
-    use super::{settle, take, Queue};
+    use super::{settle, take, Batch, Queue, Taken};
     use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
     use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
@@ -334,6 +347,17 @@ mod tests {
         let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
         assert_eq!(message_ids(&conn), [queued[1]], "only the waiting message is left");
+    }
+
+    /// A batch goes to the writer in parts of consecutive messages, oldest
+    /// first, each at most the size asked for.
+    #[test]
+    fn a_batch_splits_into_parts_in_id_order() {
+        let messages: Vec<Taken> = (1..=70).map(|id| Taken { id, attempts: 0, event: Err(String::new()) }).collect();
+        let batch = Batch { queue: Queue::OrderEvents, now: 1, messages, reused: 0 };
+        let parts: Vec<Vec<i64>> = batch.split(32).map(|p| p.messages.iter().map(|m| m.id).collect()).collect();
+        let expected: Vec<Vec<i64>> = vec![(1..=32).collect(), (33..=64).collect(), (65..=70).collect()];
+        assert_eq!(parts, expected);
     }
 
     /// A consumer takes the events the writer queued from what it kept,

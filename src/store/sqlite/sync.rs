@@ -98,12 +98,17 @@ impl Syncer {
     /// sync that fails here fails its callers and every later commit, as on
     /// the sync thread.
     pub(super) fn sync_here(&self, commit: Commit) -> Result<(), Commit> {
-        if self.failed() || self.state.unsynced.load(Ordering::SeqCst) > 0 {
+        if self.failed() || !self.idle() {
             return Err(commit);
         }
         // A failure is recorded in `state`: `send` and this refuse what comes next.
         let _ = sync_and_answer(&self.wal, vec![commit], &self.messages, &self.state);
         Ok(())
+    }
+
+    /// No commit handed over is still to be synced.
+    pub(super) fn idle(&self) -> bool {
+        self.state.unsynced.load(Ordering::SeqCst) == 0
     }
 
     pub(super) fn failed(&self) -> bool {
