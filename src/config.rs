@@ -70,7 +70,7 @@ pub struct ServeArgs {
     /// Address the HTTP API listens on (port 0 picks a free port).
     #[arg(long, env = "ORDERFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Most events a worker takes and applies in one transaction.
+    /// Most events a worker takes at once and applies in one transaction (with SQLite, one per 32).
     #[arg(long, env = "ORDERFLOW_BATCH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
     /// First retry delay of a failing message, in milliseconds; it doubles each time.

@@ -1,7 +1,8 @@
 //! The consumer loop shared by every service, in two shapes.
 //!
 //! With the `db` broker each turn hands one batch to the store, which takes,
-//! applies and settles it in a single transaction (`QueueStore::consume`).
+//! applies and settles it, each message in the same transaction as its
+//! effect (`QueueStore::consume`).
 //! When the queue is empty the loop sleeps until a commit signals new
 //! messages, or a short poll finds messages written by another process or
 //! retries whose delay has passed.
@@ -25,7 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
-    /// Most messages taken and applied in one transaction.
+    /// Most messages taken at once, and applied in one transaction (the
+    /// SQLite store applies them in parts of its own).
     pub batch_size: usize,
     pub retry: RetryPolicy,
 }

@@ -250,8 +250,10 @@ pub trait QueueStore: Send + Sync + 'static {
     /// Takes up to `max` ready messages from `queue`, applies `effect` to them
     /// as `consumer`, and settles each (deleted when applied; retried later or
     /// dead-lettered per `policy` when not; dead-lettered at once when it is
-    /// not a valid event), all in one transaction. A consumer that dies
-    /// mid-batch leaves the messages untouched.
+    /// not a valid event), each message in the same transaction as its effect:
+    /// one for the batch (PostgreSQL) or one per part of consecutive messages
+    /// (SQLite). A consumer that dies mid-batch leaves every message it had
+    /// not settled untouched.
     async fn consume(
         &self,
         consumer: &str,

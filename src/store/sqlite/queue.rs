@@ -138,8 +138,8 @@ pub(super) fn take(
     Ok(Batch { queue, now, messages, reused })
 }
 
-/// Applies `effect` to a batch as `consumer` and settles each message; runs
-/// in the writer, in one transaction.
+/// Applies `effect` to a batch (or a part of one) as `consumer` and settles
+/// each message; runs in the writer, in one transaction.
 pub(super) fn settle(
     conn: &Writer<'_>,
     consumer: &str,
