@@ -5,10 +5,11 @@
 //! database's `messages` table: a consumer takes a batch, applies it and
 //! settles each message in the same transaction of the store as its effect
 //! (`QueueStore::consume`), so nothing needs relaying and a worker killed
-//! mid-batch leaves every message it had not settled where it was. With a network broker (`amqp://`) the `messages` table is the
-//! outbox: a relay publishes it with confirms (`Publisher`), and consumers
-//! take deliveries from a `Subscription`, apply them in a store transaction
-//! and only then acknowledge them.
+//! mid-batch leaves every message it had not settled where it was. With a
+//! network broker (`amqp://`) the `messages` table is the outbox: a relay
+//! publishes it with confirms (`Publisher`), and consumers take deliveries
+//! from a `Subscription`, apply them in a store transaction and only then
+//! acknowledge them.
 
 pub mod amqp;
 mod db;

@@ -376,7 +376,8 @@ fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Dur
 /// Makes a commit durable: on the writer's own thread when it has nothing
 /// else to do (`idle`) and no other commit waits for a sync, since the
 /// hand-off to the sync thread and back would only add to its callers' wait;
-/// else on the sync thread, while the writer goes on. Gives the commit back when a sync has failed.
+/// else on the sync thread, while the writer goes on. Gives the commit back
+/// when a sync has failed.
 fn sync_or_hand_over(syncer: &sync::Syncer, idle: bool, commit: sync::Commit) -> Result<(), sync::Commit> {
     let commit = if idle {
         match syncer.sync_here(commit) {
