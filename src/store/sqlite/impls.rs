@@ -32,12 +32,12 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        outcome(self.send(Guard::Savepoint, Job::Background, move |c| pipeline::reserve(c, &consumer, &events))?).await
+        self.write_in_background(move |c| pipeline::reserve(c, &consumer, &events)).await
     }
 
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        outcome(self.send(Guard::Savepoint, Job::Background, move |c| pipeline::notify(c, &consumer, &events))?).await
+        self.write_in_background(move |c| pipeline::notify(c, &consumer, &events)).await
     }
 
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {

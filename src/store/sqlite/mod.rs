@@ -130,7 +130,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Guard::Savepoint, f).await
+        self.submit(Guard::Savepoint, Job::Urgent, f).await
     }
 
     /// Like `write`, without the savepoint, for jobs whose writes fail only
@@ -144,15 +144,24 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Guard::AbortOnError, f).await
+        self.submit(Guard::AbortOnError, Job::Urgent, f).await
     }
 
-    async fn submit<T, F>(&self, guard: Guard, f: F) -> Result<T, StoreError>
+    /// Like `write`, for work no client waits for (`Job::Background`).
+    async fn write_in_background<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        outcome(self.send(guard, Job::Urgent, f)?).await
+        self.submit(Guard::Savepoint, Job::Background, f).await
+    }
+
+    async fn submit<T, F>(&self, guard: Guard, kind: fn(Work) -> Job, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        outcome(self.send(guard, kind, f)?).await
     }
 
     /// Queues `f` for the writer as the job `kind` makes of it, and returns
