@@ -27,6 +27,8 @@ pub enum ApiError {
     IdempotencyConflict,
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    OutcomeUnknown(String),
     #[error("too many requests in flight; retry later")]
     Overloaded,
     #[error(transparent)]
@@ -38,6 +40,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::IdempotencyConflict => ApiError::IdempotencyConflict,
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
             StoreError::Other(e) => ApiError::Internal(e),
         }
     }
@@ -53,6 +56,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -70,6 +74,10 @@ impl IntoResponse for ApiError {
             ApiError::Unavailable(why) => {
                 tracing::warn!(reason = %why, "answering 503");
                 "the service is temporarily unavailable; retry later".to_owned()
+            }
+            ApiError::OutcomeUnknown(why) => {
+                tracing::error!(reason = %why, "answering 503: the write may or may not be stored");
+                "the order may or may not have been stored; retry with the same Idempotency-Key to find out".to_owned()
             }
             other => other.to_string(),
         };

@@ -40,6 +40,10 @@ pub enum StoreError {
     /// The store is overloaded or cannot be reached; the caller may retry later.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write may or may not have been stored (its commit failed): the
+    /// caller retries with the same idempotency key to find out.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -90,6 +90,7 @@ fn copy_error(e: &StoreError) -> StoreError {
     match e {
         StoreError::IdempotencyConflict => StoreError::IdempotencyConflict,
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::OutcomeUnknown(m) => StoreError::OutcomeUnknown(m.clone()),
         StoreError::Other(e) => StoreError::Other(anyhow::anyhow!("{e:#}")),
     }
 }

@@ -1,22 +1,27 @@
 //! Checkpoints beside the writer, so that commits rarely do one.
 //!
-//! SQLite's automatic checkpoint runs in the committing connection: every
-//! 16,384 pages one unlucky commit also copies the whole WAL into the
-//! database and syncs it, and every order waiting on that commit waits too.
-//! Here the writer nudges this thread after each commit; it lets frames
-//! gather for a moment, then runs a PASSIVE checkpoint on its own connection,
-//! which copies what it can without blocking the writer. The writer keeps its
-//! automatic checkpoint, the one that lets the WAL start over, but by then
-//! nearly every frame has been copied and it has little left to do. With
-//! `synchronous=FULL` the database file is synced before the copied frames
-//! count as checkpointed, so the WAL is only reused once its content is safe.
+//! SQLite's automatic checkpoint runs in the committing connection: one
+//! unlucky commit also copies the whole WAL into the database and syncs it,
+//! and every order waiting on that commit waits too. Here the writer nudges
+//! this thread after each commit; it lets frames gather for a moment, then
+//! runs a PASSIVE checkpoint on its own connection, which copies what it can
+//! without blocking the writer. The writer keeps a far later automatic
+//! checkpoint as a backstop. With `synchronous=FULL` SQLite syncs the
+//! database file before the copied frames count as checkpointed, so the WAL
+//! is only reused once its content is safe.
 //!
 //! Should the WAL still grow past `WAL_LIMIT` frames (readers holding old
 //! snapshots can stop a checkpoint from finishing), one RESTART checkpoint
 //! waits for them, and briefly for the writer, so that the file is reused.
+//!
+//! A checkpoint that fails (a failed write or sync of the database file)
+//! leaves the WAL as it was: SQLite counts nothing as copied. The thread then
+//! drops its connection and, after a pause, opens a new one and copies every
+//! frame not yet counted again, rewriting each page, so nothing depends on
+//! a write whose sync failed.
 
-use anyhow::Context;
-use rusqlite::{Connection, OpenFlags};
+use super::connection::Opener;
+use rusqlite::Connection;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::time::Duration;
 
@@ -24,6 +29,8 @@ use std::time::Duration;
 const GATHER: Duration = Duration::from_millis(20);
 /// WAL frames (pages) beyond which a blocking checkpoint resets the WAL.
 const WAL_LIMIT: i64 = 262_144;
+/// The pause after a failed checkpoint.
+const AFTER_FAILURE: Duration = Duration::from_secs(1);
 
 /// Nudges the checkpointer; it stops when this is dropped.
 pub(super) struct Waker(SyncSender<()>);
@@ -35,36 +42,55 @@ impl Waker {
     }
 }
 
-pub(super) fn start(path: &str) -> anyhow::Result<Waker> {
-    let conn = super::connect(path, OpenFlags::default())
-        .with_context(|| format!("opening SQLite database {path} to checkpoint"))?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "busy_timeout", 5000)?;
+pub(super) fn start(opener: Opener) -> anyhow::Result<Waker> {
+    use anyhow::Context;
+    let conn = opener.checkpointer()?;
     let (tx, rx) = sync_channel(1);
     std::thread::Builder::new()
         .name("sqlite-checkpoint".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(opener, conn, rx))
         .context("starting the SQLite checkpoint thread")?;
     Ok(Waker(tx))
 }
 
-fn run(conn: Connection, nudges: Receiver<()>) {
+fn run(opener: Opener, conn: Connection, nudges: Receiver<()>) {
+    let mut conn = Some(conn);
     while nudges.recv().is_ok() {
         std::thread::sleep(GATHER);
         let closed = matches!(nudges.try_recv(), Err(TryRecvError::Disconnected));
-        match checkpoint(&conn, "PASSIVE") {
-            Ok(frames) if frames > WAL_LIMIT => {
-                if let Err(e) = checkpoint(&conn, "RESTART") {
-                    tracing::warn!(error = %e, frames, "SQLite checkpoint could not reset a long WAL");
+        let open = match conn.take() {
+            Some(open) => open,
+            None => match opener.checkpointer() {
+                Ok(open) => open,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "cannot reopen the SQLite database to checkpoint");
+                    std::thread::sleep(AFTER_FAILURE);
+                    continue;
                 }
+            },
+        };
+        let outcome = checkpoint(&open, "PASSIVE").and_then(|frames| match frames > WAL_LIMIT {
+            true => checkpoint(&open, "RESTART"),
+            false => Ok(frames),
+        });
+        match outcome {
+            Ok(_) => conn = Some(open),
+            Err(e) if is_busy(&e) => conn = Some(open),
+            Err(e) => {
+                tracing::error!(error = %e, "SQLite checkpoint failed; the WAL keeps every frame, retrying on a new connection");
+                drop(open);
+                std::thread::sleep(AFTER_FAILURE);
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "SQLite checkpoint failed; the next commit retries it"),
         }
         if closed {
             return;
         }
     }
+}
+
+/// Another connection held what the checkpoint needed: nothing failed.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(e.sqlite_error_code(), Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
 }
 
 /// Runs one checkpoint and returns the frames in the WAL.
@@ -90,7 +116,7 @@ mod tests {
     fn orders_in_main_file(dir: &std::path::Path) -> i64 {
         let copy = dir.join("copy.db");
         std::fs::copy(dir.join("orders.db"), &copy).unwrap();
-        let count = super::super::connect(&copy, OpenFlags::default()).unwrap().query_row(
+        let count = rusqlite::Connection::open_with_flags(&copy, OpenFlags::default()).unwrap().query_row(
             "SELECT count(*) FROM orders",
             [],
             |r| r.get(0),

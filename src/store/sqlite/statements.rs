@@ -151,6 +151,12 @@ impl<'c> Writer<'c> {
         id
     }
 
+    /// Whether this transaction queued messages, so that its commit wakes
+    /// the consumers only when there is something for them.
+    pub(super) fn queued_messages(&self) -> bool {
+        self.gave_ids.get()
+    }
+
     /// The statement, prepared once. Each use binds all its parameters, and
     /// rusqlite resets it after every execution.
     pub(super) fn stmt(&self, which: Hot) -> rusqlite::Result<RefMut<'_, Statement<'c>>> {
