@@ -11,7 +11,7 @@ mod postgres;
 mod sqlite;
 
 pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
