@@ -2,9 +2,11 @@
 //!
 //! `serve` connects to the store and broker the configuration names, starts
 //! the roles asked for (the API on a bound listener, the consuming services)
-//! and runs them until the shutdown token fires. Then the API stops taking
-//! connections and finishes its requests, each worker settles the batch it
-//! holds, and `serve` returns.
+//! and runs them until asked to stop. A process with the API first drains:
+//! `/ready` answers 503 while every request is still served, for
+//! `--drain-secs` or until asked again. Then the API stops taking connections
+//! and finishes its requests, each worker settles the batch it holds, and
+//! `serve` returns.
 
 use crate::api::{self, AppState};
 use crate::broker::{AmqpBroker, Broker, DbBroker, RetryPolicy};
@@ -31,6 +33,26 @@ pub struct Roles {
 impl Roles {
     pub const ALL: Roles = Roles { api: true, inventory: true, notifier: true, relay: true };
     pub const NONE: Roles = Roles { api: false, inventory: false, notifier: false, relay: false };
+}
+
+/// How a process is asked to stop: the first request starts a clean shutdown
+/// (the API's drain first), a second skips what is left of the drain, so
+/// Ctrl-C twice stops at once.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    first: CancellationToken,
+    again: CancellationToken,
+}
+
+impl Shutdown {
+    /// Asks to stop; asked again, insists.
+    pub fn request(&self) {
+        if self.first.is_cancelled() {
+            self.again.cancel();
+        } else {
+            self.first.cancel();
+        }
+    }
 }
 
 /// Opens the store and the broker the URLs name.
@@ -68,11 +90,15 @@ async fn connect_patiently(
     }
 }
 
-/// Runs `roles` until `shutdown` fires.
-pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let Some((store, broker)) = connect_patiently(common, &shutdown).await? else {
+/// Runs `roles` until asked to stop.
+pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
+    let Some((store, broker)) = connect_patiently(common, &shutdown.first).await? else {
         return Ok(());
     };
+    // The roles stop on this token rather than on the request itself, so
+    // that with the API it fires only once the drain is over.
+    let stop = CancellationToken::new();
+    let draining = CancellationToken::new();
     let mut tasks = JoinSet::new();
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
@@ -82,50 +108,45 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
             broker: broker.clone(),
             metrics: crate::telemetry::metrics_handle(),
             max_in_flight: args.max_in_flight,
+            draining: draining.clone(),
         };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.
         println!("listening on {addr}");
-        tasks.spawn(api::serve(listener, state, shutdown.clone()));
+        tasks.spawn(api::serve(listener, state, stop.clone()));
     }
     let settings = WorkerSettings {
         batch_size: args.batch_size as usize,
         retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
     };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
-        tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, shutdown.clone()));
+        tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, stop.clone()));
     }
     for (wanted, service) in [(roles.inventory, Service::Inventory), (roles.notifier, Service::Notifier)] {
         if wanted {
-            tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
+            tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), stop.clone()));
         }
     }
     // Run until asked to stop, or until a role ends on its own: a process
-    // that lost its API or a worker must not look alive, so the others stop too.
-    // A role that ends cleanly because the token fired is no failure: the
-    // token is checked first, and again when a role ends.
-    let mut failed = None;
-    tokio::select! {
-        biased;
-        _ = shutdown.cancelled() => {}
-        Some(ended) = tasks.join_next() => {
-            failed = match ended {
-                Ok(Ok(())) if shutdown.is_cancelled() => None,
-                Ok(Ok(())) => Some(anyhow::anyhow!("a role stopped unexpectedly")),
-                Ok(Err(e)) => Some(e),
-                Err(e) => Some(anyhow::anyhow!("a role panicked: {e}")),
-            };
-            shutdown.cancel();
-        }
+    // that lost its API or a worker must not look alive, so the others stop
+    // too, at once. No role ends cleanly before `stop` fires.
+    let mut failed = tokio::select! {
+        _ = shutdown.first.cancelled() => None,
+        Some(ended) = tasks.join_next() => Some(role_ended(ended)),
+    };
+    if roles.api && failed.is_none() {
+        draining.cancel();
+        failed = drain(args.drain(), &shutdown.again, &mut tasks).await;
     }
+    stop.cancel();
     tracing::info!("shutting down: finishing work in flight");
-    let drain = async {
+    let settle = async {
         while let Some(done) = tasks.join_next().await {
             done.context("a role panicked")??;
         }
         anyhow::Ok(())
     };
-    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout), drain).await {
+    match tokio::time::timeout(Duration::from_secs(args.shutdown_timeout), settle).await {
         Ok(result) => result?,
         Err(_) => tracing::warn!("shutdown timed out; unfinished work will be redelivered"),
     }
@@ -136,27 +157,68 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Ca
     }
 }
 
-/// Fires `token` on SIGINT or SIGTERM. The handlers are installed before this
-/// returns, so a signal that arrives early is not lost to its default action.
+/// The API's drain, once `/ready` answers 503: every request is still served
+/// for `period`, so a load balancer that only notices failures has taken
+/// back the replica restarted before this one by the time this one closes
+/// (why the default outlasts nginx's fail_timeout: `ServeArgs::drain_secs`).
+/// Cut short by a second request to stop, or by a role that ends, which is
+/// returned as the failure.
+async fn drain(
+    period: Duration,
+    again: &CancellationToken,
+    tasks: &mut JoinSet<anyhow::Result<()>>,
+) -> Option<anyhow::Error> {
+    if period.is_zero() {
+        return None;
+    }
+    tracing::info!(?period, "draining: /ready answers 503, requests are still served; signal again to stop now");
+    tokio::select! {
+        _ = tokio::time::sleep(period) => None,
+        _ = again.cancelled() => {
+            tracing::info!("asked again to stop: the drain is cut short");
+            None
+        }
+        Some(ended) = tasks.join_next() => Some(role_ended(ended)),
+    }
+}
+
+/// Why a role that ended before `stop` fired is a failure.
+fn role_ended(ended: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("a role stopped unexpectedly"),
+        Ok(Err(e)) => e,
+        Err(e) => anyhow::anyhow!("a role panicked: {e}"),
+    }
+}
+
+/// Requests `shutdown` on each SIGINT or SIGTERM. The handlers are installed
+/// before this returns, so a signal that arrives early is not lost to its
+/// default action.
 #[cfg(unix)]
-pub fn cancel_on_signal(token: CancellationToken) {
+pub fn cancel_on_signal(shutdown: Shutdown) {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
     tokio::spawn(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
+        loop {
+            let received = tokio::select! {
+                r = term.recv() => r,
+                r = int.recv() => r,
+            };
+            if received.is_none() {
+                return;
+            }
+            shutdown.request();
         }
-        token.cancel();
     });
 }
 
-/// Fires `token` on Ctrl-C.
+/// Requests `shutdown` on each Ctrl-C.
 #[cfg(not(unix))]
-pub fn cancel_on_signal(token: CancellationToken) {
+pub fn cancel_on_signal(shutdown: Shutdown) {
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
-        token.cancel();
+        while tokio::signal::ctrl_c().await.is_ok() {
+            shutdown.request();
+        }
     });
 }

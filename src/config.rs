@@ -83,7 +83,17 @@ pub struct ServeArgs {
     /// Leave the outbox to a separate `orderflow relay` (for `api` and `run`).
     #[arg(long, env = "ORDERFLOW_WITHOUT_RELAY")]
     pub without_relay: bool,
-    /// Seconds a clean shutdown waits for in-flight work before giving up.
+    /// Seconds the API keeps serving after SIGTERM or SIGINT, with `/ready`
+    /// answering 503, before it stops accepting (`api` and `run`; 0: at once;
+    /// a second signal skips the rest). nginx notices a replica only when it
+    /// fails and then skips it for fail_timeout (2 s in deploy/nginx.conf), so
+    /// the default outlasts that, with room for a replica's restart: in a
+    /// rolling restart, the replica restarted before this one is back in
+    /// rotation by the time this one closes.
+    #[arg(long, env = "ORDERFLOW_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+    /// Seconds a clean shutdown waits for in-flight work before giving up
+    /// (after the drain).
     #[arg(long, env = "ORDERFLOW_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
 }
@@ -91,6 +101,10 @@ pub struct ServeArgs {
 impl ServeArgs {
     pub fn retry_base(&self) -> Duration {
         Duration::from_millis(self.retry_base_ms)
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_secs)
     }
 }
 

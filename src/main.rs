@@ -1,8 +1,7 @@
 use clap::Parser;
-use orderflow::app::{self, Roles};
+use orderflow::app::{self, Roles, Shutdown};
 use orderflow::config::{Cli, Command};
 use orderflow::{ops, telemetry};
-use tokio_util::sync::CancellationToken;
 
 // The hot path allocates small strings on two threads at high rates; mimalloc
 // handles that with far less contention than the system allocator.
@@ -13,7 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _logs = telemetry::init_logs(cli.common.log_format);
-    let shutdown = CancellationToken::new();
+    let shutdown = Shutdown::default();
     let serve = |args, roles| {
         app::cancel_on_signal(shutdown.clone());
         app::serve(&cli.common, args, roles, shutdown.clone())

@@ -2,7 +2,9 @@
 //!
 //! `/health` does no I/O: it says the process answers. `/ready` checks each
 //! dependency and answers 503 when one is down, so a load balancer stops
-//! sending traffic to a replica that could not store it.
+//! sending traffic to a replica that could not store it; and while the
+//! process drains before it stops, so one stops sending traffic to a replica
+//! that is about to close.
 
 use super::AppState;
 use crate::domain::Status;
@@ -28,6 +30,9 @@ async fn check<F: std::future::Future<Output = Result<(), crate::store::StoreErr
 }
 
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
+    if state.draining.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
+    }
     let (store, broker) = tokio::join!(check(state.store.ping()), check(state.broker.ping()));
     let show = |r: &Result<(), String>| match r {
         Ok(()) => json!({ "status": "ok" }),

@@ -30,6 +30,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Requests handled at once; more are refused with 503 at once.
     pub max_in_flight: usize,
+    /// Fires when the process starts to stop: `/ready` answers 503 from
+    /// then on while every other route still serves (the drain, in `app`).
+    pub draining: CancellationToken,
 }
 
 /// The API. Every request but the liveness check counts against one limit

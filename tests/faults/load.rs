@@ -1,51 +1,119 @@
-//! Steady load through nginx: about 1,000 orders/s over several SKUs, every
-//! tenth request with an Idempotency-Key and sent twice (a deliberate retry).
+//! Steady load through nginx: about 1,000 orders/s over several SKUs, sent by
+//! one of two clients. `drive`: every tenth request with an Idempotency-Key
+//! and sent twice (a deliberate retry). `drive_careful`: every request with a
+//! key of its own, sent again once after 0.5 s if it failed, the way a careful
+//! client rides out a replica going away.
 
 use crate::helpers::{order, Client};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 
 const RATE_PER_SEC: u64 = 1000;
 const MAX_IN_FLIGHT: usize = 128;
+/// How long the careful client waits before its one retry.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 pub struct Tally {
     pub sent: usize,
     pub accepted: HashSet<String>,
+    /// Failed answers (5xx; with `drive_careful`, any status but 202, after the retry).
     pub server_errors: usize,
     pub transport_errors: usize,
     /// Retries with the same key that came back with a different order.
     pub duplicate_retries: usize,
+    /// `drive_careful`: first attempts that failed and were sent again.
+    pub retried: usize,
+    /// `drive_careful`: the order each key was answered with.
+    pub orders_by_key: HashMap<String, String>,
+    /// `drive_careful`: the first few failures that survived the retry, to show.
+    pub failures: Vec<String>,
 }
 
 pub async fn drive(client: Client, skus: Vec<String>, duration: Duration, tag: String) -> Tally {
+    let end = Instant::now() + duration;
+    pace(
+        || Instant::now() < end,
+        |n, tally| {
+            let client = client.clone();
+            let body = order(&format!("{tag}-c{}", n % 50), &[(&skus[n % skus.len()], 1 + (n % 3) as i64)]);
+            let key = n.is_multiple_of(10).then(|| format!("{tag}-key-{n}"));
+            async move {
+                let first = send(&client, &body, key.as_deref(), &tally).await;
+                if let Some(key) = key {
+                    let second = send(&client, &body, Some(&key), &tally).await;
+                    if let (Some(a), Some(b)) = (first, second) {
+                        if a != b {
+                            tally.lock().unwrap().duplicate_retries += 1;
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Runs the careful client until `stop` fires.
+pub async fn drive_careful(client: Client, skus: Vec<String>, stop: CancellationToken, tag: String) -> Tally {
+    pace(
+        || !stop.is_cancelled(),
+        |n, tally| {
+            let client = client.clone();
+            let body = order(&format!("{tag}-c{}", n % 50), &[(&skus[n % skus.len()], 1 + (n % 3) as i64)]);
+            let key = format!("{tag}-key-{n}");
+            async move {
+                let mut answer = attempt(&client, &body, &key, &tally).await;
+                if answer.is_err() {
+                    tally.lock().unwrap().retried += 1;
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    answer = attempt(&client, &body, &key, &tally).await;
+                }
+                let mut tally = tally.lock().unwrap();
+                match answer {
+                    Ok(id) => {
+                        tally.accepted.insert(id.clone());
+                        tally.orders_by_key.insert(key, id);
+                    }
+                    Err(failure) => {
+                        if failure.starts_with("no answer") {
+                            tally.transport_errors += 1;
+                        } else {
+                            tally.server_errors += 1;
+                        }
+                        if tally.failures.len() < 5 {
+                            tally.failures.push(format!("{key}: {failure}"));
+                        }
+                    }
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Starts `request(n, tally)` about RATE_PER_SEC times a second, at most
+/// MAX_IN_FLIGHT at once, while `more()` holds; waits for them all.
+async fn pace<F, R>(more: impl Fn() -> bool, mut request: R) -> Tally
+where
+    R: FnMut(usize, Arc<Mutex<Tally>>) -> F,
+    F: Future<Output = ()> + Send + 'static,
+{
     let tally = Arc::new(Mutex::new(Tally::default()));
     let mut tasks = tokio::task::JoinSet::new();
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE_PER_SEC));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let end = Instant::now() + duration;
     let mut n = 0usize;
-    while Instant::now() < end {
+    while more() {
         tick.tick().await;
         while tasks.len() >= MAX_IN_FLIGHT {
             tasks.join_next().await;
         }
         n += 1;
-        let (client, tally) = (client.clone(), tally.clone());
-        let body = order(&format!("{tag}-c{}", n % 50), &[(&skus[n % skus.len()], 1 + (n % 3) as i64)]);
-        let key = n.is_multiple_of(10).then(|| format!("{tag}-key-{n}"));
-        tasks.spawn(async move {
-            let first = send(&client, &body, key.as_deref(), &tally).await;
-            if let Some(key) = key {
-                let second = send(&client, &body, Some(&key), &tally).await;
-                if let (Some(a), Some(b)) = (first, second) {
-                    if a != b {
-                        tally.lock().unwrap().duplicate_retries += 1;
-                    }
-                }
-            }
-        });
+        tasks.spawn(request(n, tally.clone()));
     }
     while tasks.join_next().await.is_some() {}
     Arc::try_unwrap(tally).ok().expect("every task finished").into_inner().unwrap()
@@ -75,4 +143,19 @@ async fn send(client: &Client, body: &serde_json::Value, key: Option<&str>, tall
         }
         None
     }
+}
+
+/// One POST of the careful client: the order id, or what went wrong.
+async fn attempt(client: &Client, body: &serde_json::Value, key: &str, tally: &Mutex<Tally>) -> Result<String, String> {
+    tally.lock().unwrap().sent += 1;
+    let req = client.http.post(client.url("/orders")).json(body).header("Idempotency-Key", key);
+    let resp = req.timeout(Duration::from_secs(20)).send().await.map_err(|e| format!("no answer: {e}"))?;
+    let status = resp.status();
+    let text = resp.text().await.map_err(|e| format!("no answer: {e}"))?;
+    if status != 202 {
+        let start: String = text.chars().take(60).collect();
+        return Err(format!("{status} {}", start.split_whitespace().collect::<Vec<_>>().join(" ")));
+    }
+    let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("{status} {e}: {text}"))?;
+    body["order_id"].as_str().map(str::to_owned).ok_or_else(|| format!("{status} without an order id: {text}"))
 }

@@ -218,16 +218,26 @@ impl Server {
         let _ = self.child.wait();
     }
 
+    /// Sends a signal by name (`TERM`, `INT`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
     /// SIGTERM, then waits for the exit.
     pub fn terminate(&mut self) -> ExitStatus {
-        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("kill");
-        assert!(status.success());
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit by itself (within 30 s).
+    pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "orderflow did not exit within 30 s of SIGTERM");
+            assert!(Instant::now() < deadline, "orderflow did not exit within 30 s");
             std::thread::sleep(Duration::from_millis(20));
         }
     }

@@ -4,8 +4,10 @@
 //! `scenarios` holds what every mode must do; `embedded` runs it on SQLite
 //! with the `db` broker, `distributed` on PostgreSQL (with the `db` broker and
 //! with RabbitMQ) with every role its own process, plus the fault tests.
+//! `drain` checks what SIGTERM does to a process with the API.
 
 mod distributed;
+mod drain;
 mod embedded;
 mod helpers;
 mod scenarios;
