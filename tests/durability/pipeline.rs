@@ -31,7 +31,13 @@ impl Pipeline {
         let mut tasks = JoinSet::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = AppState { store: store.clone(), broker: broker.clone(), metrics: None, max_in_flight: 1024 };
+        let state = AppState {
+            store: store.clone(),
+            broker: broker.clone(),
+            metrics: None,
+            max_in_flight: 1024,
+            draining: CancellationToken::new(),
+        };
         tasks.spawn(api::serve(listener, state, shutdown.clone()));
         let settings =
             WorkerSettings { batch_size: 64, retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) } };
