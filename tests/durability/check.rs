@@ -50,7 +50,15 @@ pub async fn check(dir: &Path, answers: &Answers) -> Report {
         report.lost = answers.accepted.keys().cloned().collect();
         return report;
     }
-    let mut find = conn.prepare("SELECT status FROM orders WHERE id = ?1").unwrap();
+    let mut find = match conn.prepare("SELECT status FROM orders WHERE id = ?1") {
+        Ok(find) => find,
+        Err(e) => {
+            // A sound database without the schema: everything was lost.
+            report.integrity = format!("no orders table: {e}");
+            report.lost = answers.accepted.keys().cloned().collect();
+            return report;
+        }
+    };
     for id in answers.accepted.keys() {
         let found: Option<String> = find.query_row([id], |r| r.get(0)).optional().unwrap_or(None);
         if found.is_none() {
