@@ -4,9 +4,12 @@
 //! `scenarios` holds what every mode must do; `embedded` runs it on SQLite
 //! with the `db` broker, `distributed` on PostgreSQL (with the `db` broker and
 //! with RabbitMQ) with every role its own process, plus the fault tests.
+//! `slow_clients` holds what clients that are slow, idle or too many may
+//! not do to the server.
 
 mod distributed;
 mod embedded;
 mod helpers;
 mod scenarios;
+mod slow_clients;
 mod validation;
