@@ -89,7 +89,7 @@ pub(super) async fn run(listener: TcpListener, router: Router, limits: ClientLim
                 }
             }
         };
-        let conn = Connection { http: http.clone(), router: router.clone(), idle_timeout: limits.idle_timeout };
+        let conn = ConnectionTask { http: http.clone(), router: router.clone(), idle_timeout: limits.idle_timeout };
         tasks.spawn(conn.serve(stream, open.clone(), shutdown.child_token(), slot));
     }
     drop(listener);
@@ -98,13 +98,13 @@ pub(super) async fn run(listener: TcpListener, router: Router, limits: ClientLim
 }
 
 /// What one connection's task needs.
-struct Connection {
+struct ConnectionTask {
     http: Arc<http1::Builder>,
     router: Router,
     idle_timeout: Duration,
 }
 
-impl Connection {
+impl ConnectionTask {
     /// Serves one connection until it ends or is asked to close. `_slot` is
     /// its place under the cap, given back after the socket is closed.
     async fn serve(
