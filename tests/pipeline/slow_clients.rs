@@ -24,6 +24,17 @@ fn open_descriptors(server: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", server.pid())).expect("the server's /proc entry").count()
 }
 
+/// Lets this process hold `n` descriptors, if the hard limit allows: a soft
+/// limit of 1024 is common, and the tests running beside this one need some.
+fn allow_descriptors(n: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < n) {
+        limit.current = Some(limit.maximum.map_or(n, |max| max.min(n)));
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
 /// Whether the server has closed `stream`: a read sees the end or a reset
 /// before `deadline`. Whatever the server wrote before closing is skipped.
 async fn closed_by(stream: &mut TcpStream, deadline: Instant) -> bool {
@@ -74,6 +85,7 @@ async fn half_sent_headers_hold_neither_the_server_nor_their_connections() {
     let at_rest = open_descriptors(&server);
     let addr = addr(&server);
 
+    allow_descriptors(3000 + 1024);
     let mut slow = Vec::with_capacity(3000);
     for _ in 0..3000 {
         let mut stream = TcpStream::connect(&addr).await.expect("connecting");
