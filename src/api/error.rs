@@ -21,7 +21,7 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
-    #[error("the request body stopped arriving; send it whole")]
+    #[error("the request body stopped arriving before it was complete")]
     BodyTimeout,
     #[error("{0}")]
     NotFound(String),

@@ -1,4 +1,4 @@
-//! The HTTP API: routes, shared state and the server loop.
+//! The HTTP API: routes and shared state; `server` serves them.
 
 mod compat;
 mod connections;

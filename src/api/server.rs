@@ -81,7 +81,7 @@ pub(super) async fn run(listener: TcpListener, router: Router, limits: ClientLim
             Ok(slot) => slot,
             Err(_) => {
                 if !open.close_oldest_idle() {
-                    tracing::debug!("every connection is handling a request; waiting for one to close");
+                    tracing::debug!("no idle connection left to close; waiting for one to end");
                 }
                 tokio::select! {
                     slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
