@@ -56,6 +56,9 @@ pub(super) async fn run(listener: TcpListener, router: Router, limits: ClientLim
     let slots = Arc::new(Semaphore::new(fit_descriptor_limit(limits.max_connections)));
     let open = Arc::new(Connections::default());
     let mut http = http1::Builder::new();
+    // hyper arms a timer for every request head it waits for; that timer,
+    // more than the connection bookkeeping, is what this loop adds to the
+    // cost of a request.
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     let http = Arc::new(http);
     let tasks = TaskTracker::new();
