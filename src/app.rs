@@ -109,6 +109,12 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             metrics: crate::telemetry::metrics_handle(),
             max_in_flight: args.max_in_flight,
             draining: draining.clone(),
+            clients: api::ClientLimits {
+                header_timeout: Duration::from_secs(args.header_timeout_secs),
+                body_timeout: Duration::from_secs(args.body_timeout_secs),
+                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+                max_connections: args.max_connections as usize,
+            },
         };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.

@@ -96,6 +96,24 @@ pub struct ServeArgs {
     /// (after the drain).
     #[arg(long, env = "ORDERFLOW_SHUTDOWN_TIMEOUT", default_value_t = 30)]
     pub shutdown_timeout: u64,
+    /// Seconds a client has to send a whole request header, counted from
+    /// when the server starts waiting for it: on a new connection, and on a
+    /// kept-alive one once the previous answer is sent.
+    #[arg(long, env = "ORDERFLOW_HEADER_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may stall (no bytes arriving) before the
+    /// request is answered 408.
+    #[arg(long, env = "ORDERFLOW_BODY_TIMEOUT_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+    /// Seconds a kept-alive connection may wait for its next request before
+    /// it is closed (the header timeout bounds it too).
+    #[arg(long, env = "ORDERFLOW_IDLE_TIMEOUT_SECS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+    /// Connections the API keeps open at once. A client arriving at the cap
+    /// takes the place of the oldest connection that has no request being
+    /// handled. Lowered at start if the descriptor limit is too low for it.
+    #[arg(long, env = "ORDERFLOW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 impl ServeArgs {

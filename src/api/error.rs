@@ -21,6 +21,8 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("request body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("the request body stopped arriving before it was complete")]
+    BodyTimeout,
     #[error("{0}")]
     NotFound(String),
     #[error("this Idempotency-Key was already used with a different request")]
@@ -53,6 +55,7 @@ impl ApiError {
             ApiError::Invalid(e) => (StatusCode::UNPROCESSABLE_ENTITY, e.code),
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
+            ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),

@@ -1,11 +1,14 @@
-//! The HTTP API: routes, shared state and the server loop.
+//! The HTTP API: routes and shared state; `server` serves them.
 
 mod compat;
+mod connections;
 mod error;
 mod health;
 mod orders;
+mod server;
 
 pub use error::ApiError;
+pub use server::ClientLimits;
 
 use crate::broker::Broker;
 use crate::store::Store;
@@ -19,6 +22,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 /// What every handler can reach.
@@ -33,6 +37,8 @@ pub struct AppState {
     /// Fires when the process starts to stop: `/ready` answers 503 from
     /// then on while every other route still serves (the drain, in `app`).
     pub draining: CancellationToken,
+    /// How long clients may take and how many connections they may hold.
+    pub clients: ClientLimits,
 }
 
 /// The API. Every request but the liveness check counts against one limit
@@ -42,6 +48,7 @@ pub struct AppState {
 /// `Router::layer` would), so a request passes through each once.
 pub fn router(state: AppState) -> Router {
     let max_in_flight = state.max_in_flight;
+    let body_timeout = state.clients.body_timeout;
     let routes = Router::new()
         .route("/orders", post(orders::create).get(orders::list))
         .route("/orders/{id}", get(orders::get))
@@ -61,6 +68,8 @@ pub fn router(state: AppState) -> Router {
         .concurrency_limit(max_in_flight)
         .layer(TraceLayer::new_for_http())
         .layer(DefaultBodyLimit::max(orders::MAX_BODY))
+        // A body that stalls this long fails to read; `POST /orders` answers 408.
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .service(routes);
     // The liveness check answers even when the process is overloaded.
     Router::new().route("/health", get(health::health)).fallback_service(limited)
@@ -69,6 +78,7 @@ pub fn router(state: AppState) -> Router {
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in
 /// flight finish.
 pub async fn serve(listener: TcpListener, state: AppState, shutdown: CancellationToken) -> anyhow::Result<()> {
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    let limits = state.clients;
+    server::run(listener, router(state), limits, shutdown).await;
     Ok(())
 }

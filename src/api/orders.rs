@@ -14,6 +14,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use tower_http::timeout::TimeoutError;
 
 /// Largest body `POST /orders` reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -106,9 +107,15 @@ fn request_hash(order: &NewOrder) -> String {
     format!("{:x}", Sha256::digest(canonical.to_string().as_bytes()))
 }
 
+/// Whether reading the body failed because it stalled past the body timeout.
+fn stalled(e: &BytesRejection) -> bool {
+    std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).any(|e| e.is::<TimeoutError>())
+}
+
 fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<NewOrder, ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(MAX_BODY),
+        _ if stalled(&e) => ApiError::BodyTimeout,
         _ => ApiError::BadRequest("unreadable_body", e.body_text()),
     })?;
     require_json(headers)?;

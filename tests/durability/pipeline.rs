@@ -37,6 +37,12 @@ impl Pipeline {
             metrics: None,
             max_in_flight: 1024,
             draining: CancellationToken::new(),
+            clients: api::ClientLimits {
+                header_timeout: Duration::from_secs(30),
+                body_timeout: Duration::from_secs(30),
+                idle_timeout: Duration::from_secs(15),
+                max_connections: 1024,
+            },
         };
         tasks.spawn(api::serve(listener, state, shutdown.clone()));
         let settings =

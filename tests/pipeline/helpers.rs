@@ -230,7 +230,12 @@ impl Server {
         self.wait_exit()
     }
 
-    /// Waits for the process to exit by itself (within 30 s).
+    /// SIGTERM, without waiting.
+    pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Waits for the process to exit (fails after 30 s).
     pub fn wait_exit(&mut self) -> ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {

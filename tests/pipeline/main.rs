@@ -5,10 +5,13 @@
 //! with the `db` broker, `distributed` on PostgreSQL (with the `db` broker and
 //! with RabbitMQ) with every role its own process, plus the fault tests.
 //! `drain` checks what SIGTERM does to a process with the API.
+//! `slow_clients` holds what clients that are slow, idle or too many may
+//! not do to the server.
 
 mod distributed;
 mod drain;
 mod embedded;
 mod helpers;
 mod scenarios;
+mod slow_clients;
 mod validation;
