@@ -126,7 +126,7 @@ pub(super) fn run(first: Connection, mut rx: mpsc::Receiver<Job>, cx: Context) {
     let mut pending = Pending::default();
     loop {
         let Some(open) = conn.take() else {
-            match reopen(&cx.opener, &mut rx) {
+            match reopen(&cx.opener, &mut rx, &mut pending) {
                 Some(open) => conn = Some(open),
                 None => return,
             }
@@ -150,17 +150,19 @@ pub(super) fn run(first: Connection, mut rx: mpsc::Receiver<Job>, cx: Context) {
     }
 }
 
-/// Opens a new write connection, retrying with backoff. Meanwhile, jobs that
-/// arrive are dropped, which fails them at once (their callers hear that
-/// the writer is unavailable), so nobody waits on a database that cannot be
-/// opened. `None` once every sender is gone.
-fn reopen(opener: &Opener, rx: &mut mpsc::Receiver<Job>) -> Option<Connection> {
+/// Opens a new write connection, retrying with backoff. Once an attempt has
+/// failed, the jobs waiting and those that arrive are dropped, which fails
+/// them at once (their callers hear that the writer is unavailable), so
+/// nobody waits on a database that cannot be opened. `None` once every
+/// sender is gone.
+fn reopen(opener: &Opener, rx: &mut mpsc::Receiver<Job>, pending: &mut Pending) -> Option<Connection> {
     let mut backoff = Duration::from_millis(50);
     loop {
         match opener.writer() {
             Ok(conn) => return Some(conn),
             Err(e) => tracing::error!(error = format!("{e:#}"), "cannot reopen the SQLite database; retrying"),
         }
+        *pending = Pending::default();
         let deadline = Instant::now() + backoff;
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
             match rx.try_recv() {
