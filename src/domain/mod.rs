@@ -1,11 +1,14 @@
-//! The order domain: identifiers, validated input, statuses and events.
+//! The order domain: identifiers, validated input, statuses, events and the
+//! business rules.
 //!
 //! Nothing here does I/O. Every type that comes from a client is parsed into a
 //! newtype that cannot hold a bad value, so the rest of the system never has to
-//! re-check a SKU or a quantity.
+//! re-check a SKU or a quantity. The rules (all items or none, statuses move
+//! only forward) are decided here; the stores persist what was decided.
 
 mod event;
 mod order;
+mod reservation;
 
 pub use event::{
     push_items_json, Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED,
@@ -13,6 +16,7 @@ pub use event::{
 pub use order::{
     CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_ITEMS,
 };
+pub use reservation::{Rejection, Reservation};
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
 pub fn now_millis() -> i64 {

@@ -268,6 +268,12 @@ impl Status {
         )
     }
 
+    /// Whether the inventory service still has to decide the order: both of
+    /// its outcomes, reserved and rejected, are moves from here.
+    pub fn awaits_reservation(self) -> bool {
+        self.can_become(Status::Reserved) && self.can_become(Status::Rejected)
+    }
+
     /// An order in a terminal status never changes again.
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Rejected)
@@ -341,8 +347,27 @@ mod tests {
         assert!(!Completed.can_become(Reserved));
         assert!(!Reserved.can_become(Rejected));
         assert!(Completed.is_terminal() && Rejected.is_terminal() && !Placed.is_terminal());
+        assert!(Placed.awaits_reservation());
+        assert!(!Reserved.awaits_reservation() && !Completed.awaits_reservation() && !Rejected.awaits_reservation());
         assert_eq!("reserved".parse::<Status>().unwrap(), Reserved);
         assert!("shipped".parse::<Status>().is_err());
+    }
+
+    /// Exactly three moves, each one step forward along
+    /// placed → reserved → completed or placed → rejected: nothing stays,
+    /// goes back, skips a step or leaves a terminal status.
+    #[test]
+    fn statuses_move_only_forward() {
+        use Status::*;
+        let allowed = [(Placed, Reserved), (Placed, Rejected), (Reserved, Completed)];
+        for from in Status::ALL {
+            for to in Status::ALL {
+                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
+            }
+            if from.is_terminal() {
+                assert!(Status::ALL.iter().all(|to| !from.can_become(*to)), "{from} is terminal");
+            }
+        }
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! delivery of an event waits on its inbox claim (the inbox's key, or the
 //! notifications table's) until the first one's transaction ends, and then
 //! sees the claim taken: so duplicates of one event never act twice. Stock is
-//! locked by SKU, in SKU order, read once per SKU, reserved in memory order by
-//! order (all-or-nothing per order, exactly as the SQLite store does) and
-//! written back with one aggregated update.
+//! locked by SKU, in SKU order, read once per SKU, kept in memory while the
+//! domain's `Reservation` decides each order in turn (all items or none, the
+//! same rule the SQLite store applies) and written back with one aggregated
+//! update.
 //!
 //! Orders are read without a lock, and each status update says which status
 //! it moves the order from. Only two different events about one order, handled
@@ -18,7 +19,7 @@
 //! every order up front instead cost a statement and a WAL record per order.
 
 use super::{db_err, NOTIFY_MESSAGES};
-use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
+use crate::domain::{now_millis, Event, EventType, Reservation, Status};
 use crate::store::{queue_for, Handled, StockLevel, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -54,6 +55,13 @@ struct Level {
     taken: i64,
 }
 
+impl Level {
+    /// What the next order can still take: the domain's view of this SKU.
+    fn left(&self) -> Option<i64> {
+        self.available.map(|n| n - self.taken)
+    }
+}
+
 pub(super) async fn reserve(
     tx: &Transaction<'_>,
     consumer: &str,
@@ -87,7 +95,9 @@ pub(super) async fn reserve(
     // Lock the stock every order that may reserve wants, sorted by SKU.
     let skus: Vec<&str> = events
         .iter()
-        .filter(|e| claimed.contains(&e.event_id) && statuses.get(&e.order_id.as_uuid()) == Some(&Status::Placed))
+        .filter(|e| {
+            claimed.contains(&e.event_id) && statuses.get(&e.order_id.as_uuid()).is_some_and(|s| s.awaits_reservation())
+        })
         .flat_map(|e| e.items.iter().map(|item| item.sku.as_str()))
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -113,32 +123,22 @@ pub(super) async fn reserve(
             continue;
         };
         // `remove`: a second copy of the event in this batch is a duplicate too.
-        if !claimed.remove(&event.event_id) || status != Status::Placed {
+        if !claimed.remove(&event.event_id) || !status.awaits_reservation() {
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        let wanted = NewOrder::quantities_by_sku(&event.items);
-        let mut problem = None;
-        for (sku, qty) in &wanted {
-            let level = &levels[sku.as_str()];
-            problem = match level.available {
-                None => Some(format!("unknown_sku:{sku}")),
-                Some(n) if n - level.taken < *qty as i64 => Some(format!("out_of_stock:{sku}")),
-                Some(_) => continue,
-            };
-            break;
-        }
-        match problem {
-            None => {
+        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(Level::left));
+        statuses.insert(id, decision.status());
+        match decision {
+            Reservation::Reserve(wanted) => {
                 for (sku, qty) in &wanted {
                     levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
                 }
-                statuses.insert(id, Status::Reserved);
                 reserved.push(id);
                 next.push(event.follow(EventType::InventoryReserved, None));
             }
-            Some(reason) => {
-                statuses.insert(id, Status::Rejected);
+            Reservation::Reject(rejection) => {
+                let reason = rejection.to_string();
                 rejected.push(id);
                 next.push(event.follow(EventType::InventoryFailed, Some(reason.clone())));
                 reasons.push(reason);
@@ -250,7 +250,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        if event.event_type == EventType::InventoryReserved && status == Status::Reserved {
+        if event.event_type == EventType::InventoryReserved && status.can_become(Status::Completed) {
             statuses.insert(id, Status::Completed);
             completed.push(id);
         }

@@ -1,13 +1,14 @@
 //! The services' effects: reserving stock and recording notifications.
 //!
 //! Each runs as one writer job over a whole batch of events. Stock levels of
-//! the SKUs a batch touches are read once, reserved in memory order by order
-//! (all-or-nothing per order), and written back once per SKU.
+//! the SKUs a batch touches are read once, kept in memory while the domain's
+//! `Reservation` decides each order in turn (all items or none), and written
+//! back once per SKU.
 
 use super::orders::{enqueue, status_of, transition};
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{now_millis, Event, EventType, NewOrder, Status};
+use crate::domain::{now_millis, Event, EventType, Reservation, Status};
 use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -34,6 +35,13 @@ struct Level {
     taken: i64,
 }
 
+impl Level {
+    /// What the next order can still take: the domain's view of this SKU.
+    fn left(&self) -> Option<i64> {
+        self.available.map(|n| n - self.taken)
+    }
+}
+
 /// Reserves stock for each `OrderPlaced` event. The inbox insert and the
 /// guarded status update come first and decide whether anything happens, so
 /// the common path does no extra reads.
@@ -46,28 +54,18 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        let wanted = NewOrder::quantities_by_sku(&event.items);
-        let mut problem = None;
-        for (sku, qty) in &wanted {
-            let level = match levels.get(sku.as_str()) {
-                Some(level) => level,
-                None => {
-                    let available = conn
-                        .stmt(Hot::StockLevel)
-                        .and_then(|mut s| s.query_row([sku.as_str()], |r| r.get::<_, i64>(0)).optional())
-                        .map_err(db_err)?;
-                    levels.entry(sku.as_str().to_owned()).or_insert(Level { available, taken: 0 })
-                }
-            };
-            problem = match level.available {
-                None => Some(format!("unknown_sku:{sku}")),
-                Some(n) if n - level.taken < *qty as i64 => Some(format!("out_of_stock:{sku}")),
-                Some(_) => continue,
-            };
-            break;
+        for item in &event.items {
+            if !levels.contains_key(item.sku.as_str()) {
+                let available = conn
+                    .stmt(Hot::StockLevel)
+                    .and_then(|mut s| s.query_row([item.sku.as_str()], |r| r.get::<_, i64>(0)).optional())
+                    .map_err(db_err)?;
+                levels.insert(item.sku.as_str().to_owned(), Level { available, taken: 0 });
+            }
         }
-        let to = if problem.is_none() { Status::Reserved } else { Status::Rejected };
-        if !transition(conn, event.order_id, Status::Placed, to, problem.as_deref(), now)? {
+        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(Level::left));
+        let reason = decision.reason();
+        if !transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)? {
             if status_of(conn, event.order_id)?.is_none() {
                 forget(conn, consumer, event)?;
                 outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
@@ -77,14 +75,14 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             }
             continue;
         }
-        let next = match problem {
-            None => {
+        let next = match decision {
+            Reservation::Reserve(wanted) => {
                 for (sku, qty) in &wanted {
                     levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
                 }
                 event.follow(EventType::InventoryReserved, None)
             }
-            Some(reason) => event.follow(EventType::InventoryFailed, Some(reason)),
+            Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
         };
         enqueue(conn, next)?;
         outcomes.push(Handled::Done);
