@@ -9,8 +9,9 @@
 //! `serve` returns.
 
 use crate::api::{self, AppState};
-use crate::broker::{AmqpBroker, Broker, DbBroker, RetryPolicy};
+use crate::broker::{AmqpBroker, Broker, DbBroker};
 use crate::config::{Common, ServeArgs};
+use crate::messaging::RetryPolicy;
 use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database};
 use anyhow::Context;

@@ -6,6 +6,9 @@
 //! an order with its `OrderPlaced` event, a reservation with its inbox record
 //! and its `InventoryReserved` event. Outgoing events go to the `messages`
 //! table, which is both the outbox and, with the `db` broker, the queue itself.
+//! The types it shares with brokers (queue names, outbox rows, dead letters,
+//! the retry policy, `Publisher`) are in [`crate::messaging`]; the store never
+//! imports `broker`.
 
 mod postgres;
 mod sqlite;
@@ -13,24 +16,11 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
-
-/// Queue that `OrderPlaced` events go to; the inventory service consumes it.
-pub const QUEUE_ORDER_EVENTS: &str = "order-events";
-/// Queue that inventory outcomes go to; the notifier consumes it.
-pub const QUEUE_INVENTORY_EVENTS: &str = "inventory-events";
-
-/// The queue an event is delivered to.
-pub fn queue_for(event: &Event) -> &'static str {
-    match event.event_type {
-        crate::domain::EventType::OrderPlaced => QUEUE_ORDER_EVENTS,
-        _ => QUEUE_INVENTORY_EVENTS,
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +36,17 @@ pub enum StoreError {
     OutcomeUnknown(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// What the relay reports when its publisher failed: an unreachable broker
+/// is a passing outage here too.
+impl From<BrokerError> for StoreError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Unavailable(why) => StoreError::Unavailable(why),
+            BrokerError::Other(e) => StoreError::Other(e),
+        }
+    }
 }
 
 /// An order to store, with the client's idempotency key if it sent one.
@@ -200,27 +201,6 @@ impl Consumed {
         self.retried += part.retried;
         self.dead_lettered += part.dead_lettered;
     }
-}
-
-/// A row of the outbox, to be published by the relay.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub id: i64,
-    pub routing_key: String,
-    pub body: String,
-    /// Carried as the AMQP `message_id`, so a dead letter can be named.
-    pub message_id: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub id: String,
-    pub queue: String,
-    pub routing_key: String,
-    pub attempts: u32,
-    pub error: String,
-    pub failed_at: String,
-    pub body: String,
 }
 
 /// Counts for `/metrics` and for waiting until the pipeline is idle.
