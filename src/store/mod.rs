@@ -262,14 +262,26 @@ pub trait QueueStore: Send + Sync + 'static {
 pub trait Database: Store + QueueStore {}
 impl<T: Store + QueueStore> Database for T {}
 
+/// Why `open` failed. The caller retries only what may work later.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL names no store this build knows; retrying cannot help.
+    #[error("unsupported database URL '{0}': expected sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The store could not be opened now: most often the database cannot be
+    /// reached (yet), so it is worth trying again.
+    #[error(transparent)]
+    Unreachable(anyhow::Error),
+}
+
 /// Opens the store a database URL names.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+pub async fn open(url: &str) -> Result<Arc<dyn Database>, OpenError> {
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        let store = SqliteStore::open(path).await?;
+        let store = SqliteStore::open(path).await.map_err(OpenError::Unreachable)?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresStore::open(url).await?));
+        return Ok(Arc::new(PostgresStore::open(url).await.map_err(OpenError::Unreachable)?));
     }
-    anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH or postgres://…")
+    Err(OpenError::UnsupportedUrl(url.to_owned()))
 }
