@@ -7,11 +7,9 @@
 //! instruction count that does not drift with the machine (bench/README.md).
 //! Usage: store-cost [ORDERS]   (default 20000)
 
-use orderflow::broker::RetryPolicy;
 use orderflow::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku};
-use orderflow::store::{
-    Effect, PlaceOrder, QueueStore, SqliteStore, Store, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS,
-};
+use orderflow::messaging::{RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use orderflow::store::{Effect, PlaceOrder, QueueStore, SqliteStore, Store};
 
 const ROUND: usize = 64;
 

@@ -9,10 +9,11 @@
 //! `serve` returns.
 
 use crate::api::{self, AppState};
-use crate::broker::{AmqpBroker, Broker, DbBroker, RetryPolicy};
+use crate::broker::{AmqpBroker, Broker, DbBroker};
 use crate::config::{Common, ServeArgs};
+use crate::messaging::RetryPolicy;
 use crate::services::{self, Service, WorkerSettings};
-use crate::store::{self, Database};
+use crate::store::{self, Database, OpenError};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,15 +56,32 @@ impl Shutdown {
     }
 }
 
+/// Why `connect` failed: a URL that can never work, or a database that may
+/// be reachable later.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unsupported broker URL '{0}': expected db or amqp://…")]
+    UnsupportedBrokerUrl(String),
+    #[error(transparent)]
+    Store(#[from] OpenError),
+}
+
+impl ConnectError {
+    /// True when trying again cannot help: a URL names nothing this build knows.
+    pub fn is_bad_url(&self) -> bool {
+        matches!(self, ConnectError::UnsupportedBrokerUrl(_) | ConnectError::Store(OpenError::UnsupportedUrl(_)))
+    }
+}
+
 /// Opens the store and the broker the URLs name.
-pub async fn connect(common: &Common) -> anyhow::Result<(Arc<dyn Database>, Arc<dyn Broker>)> {
+pub async fn connect(common: &Common) -> Result<(Arc<dyn Database>, Arc<dyn Broker>), ConnectError> {
     let store = store::open(&common.database_url).await?;
     let broker: Arc<dyn Broker> = match common.broker_url.as_str() {
         "db" => Arc::new(DbBroker::new(store.clone())),
         url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
             Arc::new(AmqpBroker::new(url, common.max_attempts, common.prefetch))
         }
-        other => anyhow::bail!("unsupported broker URL '{other}': expected db or amqp://…"),
+        other => return Err(ConnectError::UnsupportedBrokerUrl(other.to_owned())),
     };
     Ok((store, broker))
 }
@@ -79,7 +97,7 @@ async fn connect_patiently(
     loop {
         match connect(common).await {
             Ok(connected) => return Ok(Some(connected)),
-            Err(e) if e.to_string().starts_with("unsupported") => return Err(e),
+            Err(e) if e.is_bad_url() => return Err(e.into()),
             Err(e) => tracing::warn!(error = format!("{e:#}"), pause = ?backoff, "cannot open the database; retrying"),
         }
         tokio::select! {
@@ -227,4 +245,30 @@ pub fn cancel_on_signal(shutdown: Shutdown) {
             shutdown.request();
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::LogFormat;
+
+    fn common(database_url: &str, broker_url: &str) -> Common {
+        Common {
+            database_url: database_url.into(),
+            broker_url: broker_url.into(),
+            max_attempts: 5,
+            prefetch: 16,
+            log_format: LogFormat::Text,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_url_is_told_from_a_store_that_cannot_be_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = format!("sqlite://{}", dir.path().join("orders.db").display());
+        assert!(connect(&common("mysql://db", "db")).await.err().unwrap().is_bad_url());
+        assert!(connect(&common(&good, "kafka://k")).await.err().unwrap().is_bad_url());
+        let missing = format!("sqlite://{}", dir.path().join("no/such/dir/orders.db").display());
+        assert!(!connect(&common(&missing, "db")).await.err().unwrap().is_bad_url());
+    }
 }

@@ -8,6 +8,8 @@
 //! lost and nothing happens twice.
 //!
 //! - [`domain`]: validated values, statuses and events; no I/O.
+//! - [`messaging`]: what stores and brokers share: queues, outbox messages,
+//!   dead letters, the retry policy.
 //! - [`store`]: the `Store` and `QueueStore` traits; SQLite and PostgreSQL.
 //! - [`broker`]: the `Broker` trait; the `db` broker and RabbitMQ.
 //! - [`services`]: the inventory service, the notifier and the outbox relay.
@@ -19,6 +21,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod domain;
+pub mod messaging;
 pub mod ops;
 pub mod services;
 pub mod store;

@@ -1,10 +1,11 @@
 //! The API's one error type and how each variant becomes a response.
 //!
 //! Client mistakes are 4xx with a stable `code`. An unreachable or overloaded
-//! store is a 503 with `Retry-After`, so clients and proxies back off instead of
+//! store or broker is a 503 with `Retry-After`, so clients and proxies back off instead of
 //! hammering. Anything else is logged with its cause and shown as a plain 500.
 
 use crate::domain::ValidationError;
+use crate::messaging::BrokerError;
 use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +45,15 @@ impl From<StoreError> for ApiError {
             StoreError::Unavailable(why) => ApiError::Unavailable(why),
             StoreError::OutcomeUnknown(why) => ApiError::OutcomeUnknown(why),
             StoreError::Other(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Unavailable(why) => ApiError::Unavailable(why),
+            BrokerError::Other(e) => ApiError::Internal(e),
         }
     }
 }

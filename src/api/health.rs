@@ -21,7 +21,7 @@ pub(super) async fn health() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
 
-async fn check<F: std::future::Future<Output = Result<(), crate::store::StoreError>>>(f: F) -> Result<(), String> {
+async fn check<E: std::fmt::Display>(f: impl std::future::Future<Output = Result<(), E>>) -> Result<(), String> {
     match tokio::time::timeout(CHECK_TIMEOUT, f).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(e.to_string()),

@@ -3,9 +3,12 @@
 //! Events are written in the same transaction as the effect that caused them,
 //! so there is nothing to relay, and consumers take them with
 //! `QueueStore::consume`. This type gives the operator's view of that queue.
+//! It is the one part of `broker` that imports the store (it wraps one), so
+//! the store's errors become the broker's here.
 
-use super::{Broker, Publisher, Subscription};
-use crate::store::{Database, DeadLetter, StoreError};
+use super::{Broker, Subscription};
+use crate::messaging::{BrokerError, DeadLetter, Publisher};
+use crate::store::{Database, StoreError};
 use async_trait::async_trait;
 use std::sync::Arc;
 
@@ -19,24 +22,35 @@ impl DbBroker {
     }
 }
 
+/// An unavailable store is an unavailable broker; anything else keeps its text.
+impl From<StoreError> for BrokerError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(why) => BrokerError::Unavailable(why),
+            StoreError::Other(e) => BrokerError::Other(e),
+            other => BrokerError::Other(other.into()),
+        }
+    }
+}
+
 #[async_trait]
 impl Broker for DbBroker {
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.store.dead_letters(limit).await
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
+        Ok(self.store.dead_letters(limit).await?)
     }
 
-    async fn replay(&self, id: Option<String>) -> Result<u64, StoreError> {
+    async fn replay(&self, id: Option<String>) -> Result<u64, BrokerError> {
         let id = id.map(|s| s.parse::<i64>()).transpose().map_err(|_| {
-            StoreError::Other(anyhow::anyhow!("a dead letter id here is a number, as `dlq list` shows"))
+            BrokerError::Other(anyhow::anyhow!("a dead letter id here is a number, as `dlq list` shows"))
         })?;
-        self.store.replay(id).await
+        Ok(self.store.replay(id).await?)
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
-        self.store.ping().await
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(self.store.ping().await?)
     }
 
-    async fn subscribe(&self, _queue: &str) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+    async fn subscribe(&self, _queue: &str) -> Result<Option<Box<dyn Subscription>>, BrokerError> {
         Ok(None)
     }
 

@@ -10,6 +10,11 @@
 //! publishes it with confirms (`Publisher`), and consumers take deliveries
 //! from a `Subscription`, apply them in a store transaction and only then
 //! acknowledge them.
+//!
+//! What the store shares with brokers (the queue names, outbox rows, dead
+//! letters, the retry policy, `Publisher` and `BrokerError`) is in
+//! [`crate::messaging`]. Only the `db` broker imports the store, because it
+//! wraps one; the store never imports this module.
 
 pub mod amqp;
 mod db;
@@ -17,20 +22,20 @@ mod db;
 pub use amqp::AmqpBroker;
 pub use db::DbBroker;
 
-use crate::store::{DeadLetter, OutboxMessage, StoreError};
+use crate::messaging::{BrokerError, DeadLetter, Publisher};
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError>;
     /// Sends dead letters back to their queues; `None` replays them all.
-    async fn replay(&self, id: Option<String>) -> Result<u64, StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
+    async fn replay(&self, id: Option<String>) -> Result<u64, BrokerError>;
+    async fn ping(&self) -> Result<(), BrokerError>;
     /// Deliveries from `queue`, or `None` when consumers take the store's own
     /// queue in place (the `db` broker).
-    async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, StoreError>;
+    async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, BrokerError>;
     /// Where the relay publishes the outbox, or `None` when there is no
     /// outbox to relay (the `db` broker).
     fn publisher(&self) -> Option<Arc<dyn Publisher>>;
@@ -59,65 +64,6 @@ pub enum Settle {
 pub trait Subscription: Send {
     /// Waits up to `wait` for a delivery, then takes up to `max` of those
     /// already at hand; an empty batch means none arrived in time.
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError>;
-    async fn settle(&mut self, settled: Vec<(u64, Settle)>) -> Result<(), StoreError>;
-}
-
-#[async_trait]
-pub trait Publisher: Send + Sync {
-    /// Publishes every message and returns once the broker confirmed them all.
-    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), StoreError>;
-}
-
-/// What to do with a message that was not handled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reject {
-    /// Deliver it again after this delay.
-    RetryAfter(Duration),
-    /// Move it to the dead-letter queue: retrying cannot help.
-    DeadLetter,
-}
-
-/// Retries with exponential backoff, then the dead-letter queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Failed deliveries after which a message is dead-lettered.
-    pub max_attempts: u32,
-    /// Delay before the first retry; it doubles each time, up to a minute.
-    pub base: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { max_attempts: 5, base: Duration::from_millis(200) }
-    }
-}
-
-impl RetryPolicy {
-    /// What to do with a message that has now failed `attempts` times.
-    pub fn after_failure(&self, attempts: u32) -> Reject {
-        if attempts >= self.max_attempts {
-            Reject::DeadLetter
-        } else {
-            let factor = 1u32 << attempts.saturating_sub(1).min(10);
-            Reject::RetryAfter((self.base * factor).min(Duration::from_secs(60)))
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_then_dead_letters() {
-        let p = RetryPolicy { max_attempts: 5, base: Duration::from_millis(100) };
-        assert_eq!(p.after_failure(1), Reject::RetryAfter(Duration::from_millis(100)));
-        assert_eq!(p.after_failure(2), Reject::RetryAfter(Duration::from_millis(200)));
-        assert_eq!(p.after_failure(4), Reject::RetryAfter(Duration::from_millis(800)));
-        assert_eq!(p.after_failure(5), Reject::DeadLetter);
-        assert_eq!(p.after_failure(9), Reject::DeadLetter);
-        let slow = RetryPolicy { max_attempts: 50, base: Duration::from_secs(1) };
-        assert_eq!(slow.after_failure(30), Reject::RetryAfter(Duration::from_secs(60)));
-    }
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError>;
+    async fn settle(&mut self, settled: Vec<(u64, Settle)>) -> Result<(), BrokerError>;
 }

@@ -13,7 +13,8 @@ pub use relay::run as run_relay;
 pub use worker::WorkerSettings;
 
 use crate::broker::Broker;
-use crate::store::{Database, Effect, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::messaging::{QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::store::{Database, Effect};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

@@ -17,8 +17,9 @@
 //! Either way a failure backs off, doubling the pause up to a few seconds.
 
 use super::Service;
-use crate::broker::{Broker, Delivery, RetryPolicy, Settle, Subscription};
+use crate::broker::{Broker, Delivery, Settle, Subscription};
 use crate::domain::Event;
+use crate::messaging::RetryPolicy;
 use crate::store::{Database, Effect, Handled, Store, StoreError};
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,6 +6,9 @@
 //! an order with its `OrderPlaced` event, a reservation with its inbox record
 //! and its `InventoryReserved` event. Outgoing events go to the `messages`
 //! table, which is both the outbox and, with the `db` broker, the queue itself.
+//! The types it shares with brokers (queue names, outbox rows, dead letters,
+//! the retry policy, `Publisher`) are in [`crate::messaging`]; the store never
+//! imports `broker`.
 
 mod postgres;
 mod sqlite;
@@ -13,24 +16,11 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
 use std::sync::Arc;
-
-/// Queue that `OrderPlaced` events go to; the inventory service consumes it.
-pub const QUEUE_ORDER_EVENTS: &str = "order-events";
-/// Queue that inventory outcomes go to; the notifier consumes it.
-pub const QUEUE_INVENTORY_EVENTS: &str = "inventory-events";
-
-/// The queue an event is delivered to.
-pub fn queue_for(event: &Event) -> &'static str {
-    match event.event_type {
-        crate::domain::EventType::OrderPlaced => QUEUE_ORDER_EVENTS,
-        _ => QUEUE_INVENTORY_EVENTS,
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -46,6 +36,17 @@ pub enum StoreError {
     OutcomeUnknown(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+}
+
+/// What the relay reports when its publisher failed: an unreachable broker
+/// is a passing outage here too.
+impl From<BrokerError> for StoreError {
+    fn from(e: BrokerError) -> Self {
+        match e {
+            BrokerError::Unavailable(why) => StoreError::Unavailable(why),
+            BrokerError::Other(e) => StoreError::Other(e),
+        }
+    }
 }
 
 /// An order to store, with the client's idempotency key if it sent one.
@@ -202,27 +203,6 @@ impl Consumed {
     }
 }
 
-/// A row of the outbox, to be published by the relay.
-#[derive(Debug, Clone)]
-pub struct OutboxMessage {
-    pub id: i64,
-    pub routing_key: String,
-    pub body: String,
-    /// Carried as the AMQP `message_id`, so a dead letter can be named.
-    pub message_id: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct DeadLetter {
-    pub id: String,
-    pub queue: String,
-    pub routing_key: String,
-    pub attempts: u32,
-    pub error: String,
-    pub failed_at: String,
-    pub body: String,
-}
-
 /// Counts for `/metrics` and for waiting until the pipeline is idle.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct PipelineStats {
@@ -282,14 +262,26 @@ pub trait QueueStore: Send + Sync + 'static {
 pub trait Database: Store + QueueStore {}
 impl<T: Store + QueueStore> Database for T {}
 
+/// Why `open` failed. The caller retries only what may work later.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// The URL names no store this build knows; retrying cannot help.
+    #[error("unsupported database URL '{0}': expected sqlite://PATH or postgres://…")]
+    UnsupportedUrl(String),
+    /// The store could not be opened now: most often the database cannot be
+    /// reached (yet), so it is worth trying again.
+    #[error(transparent)]
+    Unreachable(anyhow::Error),
+}
+
 /// Opens the store a database URL names.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Database>> {
+pub async fn open(url: &str) -> Result<Arc<dyn Database>, OpenError> {
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        let store = SqliteStore::open(path).await?;
+        let store = SqliteStore::open(path).await.map_err(OpenError::Unreachable)?;
         return Ok(Arc::new(store));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Arc::new(PostgresStore::open(url).await?));
+        return Ok(Arc::new(PostgresStore::open(url).await.map_err(OpenError::Unreachable)?));
     }
-    anyhow::bail!("unsupported database URL '{url}': expected sqlite://PATH or postgres://…")
+    Err(OpenError::UnsupportedUrl(url.to_owned()))
 }

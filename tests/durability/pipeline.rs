@@ -2,7 +2,8 @@
 //! on the simulated disk, and clients placing orders through its HTTP API.
 
 use orderflow::api::{self, AppState};
-use orderflow::broker::{DbBroker, RetryPolicy};
+use orderflow::broker::DbBroker;
+use orderflow::messaging::RetryPolicy;
 use orderflow::services::{Service, WorkerSettings};
 use orderflow::store::{Database, SqliteOptions, SqliteStore};
 use serde_json::{json, Value};

@@ -6,7 +6,7 @@
 //! with confirms) and only then acknowledges the dead letter.
 
 use super::{amqp_err, dead_letter_queue, unavailable};
-use crate::store::{DeadLetter, StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::messaging::{BrokerError, DeadLetter, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use lapin::options::{BasicAckOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::Confirmation;
@@ -45,7 +45,7 @@ fn death_reason(headers: Option<&FieldTable>) -> (String, u32) {
     ("dead-lettered".to_owned(), 1)
 }
 
-async fn take_all(channel: &Channel, queue: &str, limit: usize) -> Result<Vec<lapin::message::Delivery>, StoreError> {
+async fn take_all(channel: &Channel, queue: &str, limit: usize) -> Result<Vec<lapin::message::Delivery>, BrokerError> {
     let mut taken = Vec::new();
     while taken.len() < limit {
         match channel.basic_get(queue.into(), BasicGetOptions { no_ack: false }).await.map_err(amqp_err)? {
@@ -56,7 +56,7 @@ async fn take_all(channel: &Channel, queue: &str, limit: usize) -> Result<Vec<la
     Ok(taken)
 }
 
-pub(super) async fn list(channel: &Channel, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+pub(super) async fn list(channel: &Channel, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
     let mut letters = Vec::new();
     for queue in [QUEUE_ORDER_EVENTS, QUEUE_INVENTORY_EVENTS] {
         for d in take_all(channel, &dead_letter_queue(queue), limit.saturating_sub(letters.len())).await? {
@@ -77,7 +77,7 @@ pub(super) async fn list(channel: &Channel, limit: usize) -> Result<Vec<DeadLett
     Ok(letters)
 }
 
-pub(super) async fn replay(channel: &Channel, id: Option<String>) -> Result<u64, StoreError> {
+pub(super) async fn replay(channel: &Channel, id: Option<String>) -> Result<u64, BrokerError> {
     channel.confirm_select(ConfirmSelectOptions::default()).await.map_err(amqp_err)?;
     let mut replayed = 0;
     for queue in [QUEUE_ORDER_EVENTS, QUEUE_INVENTORY_EVENTS] {

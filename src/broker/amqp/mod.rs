@@ -17,7 +17,7 @@ mod subscription;
 mod topology;
 
 use super::{Broker, Publisher, Subscription};
-use crate::store::{DeadLetter, StoreError};
+use crate::messaging::{BrokerError, DeadLetter};
 use async_trait::async_trait;
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::sync::Arc;
@@ -62,7 +62,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    async fn connection(&self) -> Result<Arc<Connection>, StoreError> {
+    async fn connection(&self) -> Result<Arc<Connection>, BrokerError> {
         let mut slot = self.connection.lock().await;
         if let Some(conn) = slot.as_ref().filter(|c| c.status().connected()) {
             return Ok(conn.clone());
@@ -81,37 +81,37 @@ impl Link {
         Ok(conn)
     }
 
-    async fn channel(&self) -> Result<Channel, StoreError> {
+    async fn channel(&self) -> Result<Channel, BrokerError> {
         let conn = self.connection().await?;
         conn.create_channel().await.map_err(amqp_err)
     }
 }
 
-pub(crate) fn unavailable(why: impl Into<String>) -> StoreError {
-    StoreError::Unavailable(why.into())
+pub(crate) fn unavailable(why: impl Into<String>) -> BrokerError {
+    BrokerError::Unavailable(why.into())
 }
 
-pub(crate) fn amqp_err(e: lapin::Error) -> StoreError {
-    StoreError::Unavailable(format!("RabbitMQ: {e}"))
+pub(crate) fn amqp_err(e: lapin::Error) -> BrokerError {
+    BrokerError::Unavailable(format!("RabbitMQ: {e}"))
 }
 
 #[async_trait]
 impl Broker for AmqpBroker {
-    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+    async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
         dlq::list(&self.link.channel().await?, limit).await
     }
 
-    async fn replay(&self, id: Option<String>) -> Result<u64, StoreError> {
+    async fn replay(&self, id: Option<String>) -> Result<u64, BrokerError> {
         dlq::replay(&self.link.channel().await?, id).await
     }
 
-    async fn ping(&self) -> Result<(), StoreError> {
+    async fn ping(&self) -> Result<(), BrokerError> {
         let channel = self.link.channel().await?;
         let _ = channel.close(200, "ping".into()).await;
         Ok(())
     }
 
-    async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, StoreError> {
+    async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, BrokerError> {
         Ok(Some(Box::new(subscription::AmqpSubscription::new(self.link.clone(), queue, self.prefetch))))
     }
 

@@ -15,9 +15,8 @@
 //! event as `message_id`, which names them in the dead-letter queue.
 
 use super::{amqp_err, exchange_for, unavailable, Link};
-use crate::broker::Publisher;
 use crate::domain::Event;
-use crate::store::{OutboxMessage, StoreError};
+use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
@@ -41,7 +40,7 @@ impl AmqpPublisher {
 
 #[async_trait]
 impl Publisher for AmqpPublisher {
-    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), StoreError> {
+    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), BrokerError> {
         // The lock only hands out the channel: batches from several relay
         // loops are published on it at the same time.
         let channel = {
@@ -65,7 +64,7 @@ impl Publisher for AmqpPublisher {
     }
 }
 
-async fn publish_all(channel: &Channel, batch: &[OutboxMessage]) -> Result<(), StoreError> {
+async fn publish_all(channel: &Channel, batch: &[OutboxMessage]) -> Result<(), BrokerError> {
     // Every publish is started before any is awaited: lapin then writes the
     // whole batch to the socket in a few system calls, instead of one
     // hand-over to its I/O thread (and back) per message.

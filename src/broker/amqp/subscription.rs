@@ -9,7 +9,7 @@
 
 use super::{amqp_err, unavailable, Link};
 use crate::broker::{Delivery, Settle, Subscription};
-use crate::store::StoreError;
+use crate::messaging::BrokerError;
 use async_trait::async_trait;
 use futures::{FutureExt, StreamExt};
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions};
@@ -33,7 +33,7 @@ impl AmqpSubscription {
         Self { link, queue: queue.to_owned(), prefetch, live: None }
     }
 
-    async fn open(&mut self) -> Result<&mut (Channel, Consumer), StoreError> {
+    async fn open(&mut self) -> Result<&mut (Channel, Consumer), BrokerError> {
         if self.live.as_ref().is_some_and(|(c, _)| !c.status().connected()) {
             self.live = None;
         }
@@ -55,7 +55,7 @@ impl AmqpSubscription {
         Ok(self.live.as_mut().expect("just opened"))
     }
 
-    fn broken(&mut self, why: String) -> StoreError {
+    fn broken(&mut self, why: String) -> BrokerError {
         self.live = None;
         unavailable(why)
     }
@@ -67,7 +67,7 @@ fn to_delivery(d: lapin::message::Delivery) -> Delivery {
 
 #[async_trait]
 impl Subscription for AmqpSubscription {
-    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, StoreError> {
+    async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
         let (_, consumer) = self.open().await?;
         let first = match tokio::time::timeout(wait, consumer.next()).await {
             Err(_) => return Ok(Vec::new()),
@@ -95,7 +95,7 @@ impl Subscription for AmqpSubscription {
         Ok(batch)
     }
 
-    async fn settle(&mut self, settled: Vec<(u64, Settle)>) -> Result<(), StoreError> {
+    async fn settle(&mut self, settled: Vec<(u64, Settle)>) -> Result<(), BrokerError> {
         let Some((channel, _)) = self.live.as_ref() else {
             return Err(unavailable("the channel closed before the batch was settled"));
         };

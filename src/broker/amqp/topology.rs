@@ -9,7 +9,7 @@
 
 use super::amqp_err;
 use crate::domain::{ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
-use crate::store::{StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::messaging::{BrokerError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Channel, ExchangeKind};
@@ -36,7 +36,7 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(s.into())
 }
 
-pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<(), StoreError> {
+pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<(), BrokerError> {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     for exchange in [EXCHANGE_ORDERS, EXCHANGE_INVENTORY, EXCHANGE_DLX] {
         channel

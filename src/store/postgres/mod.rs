@@ -20,11 +20,11 @@ mod queue;
 mod tests;
 
 use super::{
-    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed,
-    QueueStore, StockLevel, Store, StoreError,
+    Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
+    StockLevel, Store, StoreError,
 };
-use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{Event, OrderId};
+use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use anyhow::Context;
 use async_trait::async_trait;
 use deadpool_postgres::{Object, Pool, PoolError};

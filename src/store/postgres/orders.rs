@@ -17,9 +17,8 @@
 
 use super::{db_err, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
-use crate::store::{
-    OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition, QUEUE_ORDER_EVENTS,
-};
+use crate::messaging::QUEUE_ORDER_EVENTS;
+use crate::store::{OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

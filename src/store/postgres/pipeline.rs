@@ -20,7 +20,8 @@
 
 use super::{db_err, NOTIFY_MESSAGES};
 use crate::domain::{now_millis, Event, EventType, Reservation, Status};
-use crate::store::{queue_for, Handled, StockLevel, StoreError};
+use crate::messaging::queue_for;
+use crate::store::{Handled, StockLevel, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;

@@ -17,9 +17,9 @@
 //! own polling keeps things moving.
 
 use super::{bump, db_err, describe};
-use crate::broker::{Publisher, Reject, RetryPolicy};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::store::{Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError};
+use crate::messaging::{DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
+use crate::store::{Consumed, Effect, Handled, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use futures::StreamExt;
 use std::collections::HashMap;

@@ -8,7 +8,7 @@
 use super::orders::STATUS_SCAN;
 use super::*;
 use crate::domain::{CustomerId, EventType, IdempotencyKey, LineItem, NewOrder, Quantity, Sku, Status};
-use crate::store::{OutboxMessage, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::messaging::{BrokerError, OutboxMessage, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use tokio::task::JoinSet;
@@ -646,7 +646,7 @@ struct Recorder(Mutex<Vec<String>>);
 
 #[async_trait]
 impl Publisher for Recorder {
-    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), StoreError> {
+    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), BrokerError> {
         tokio::time::sleep(Duration::from_millis(20)).await;
         self.0.lock().unwrap().extend(batch.iter().map(|m| m.body.clone()));
         Ok(())

@@ -2,11 +2,11 @@
 //! to the writer (group commit) or to a read connection.
 
 use super::{db_err, orders, outcome, pipeline, queue, Guard, Job, SqliteStore};
-use crate::broker::{Publisher, RetryPolicy};
 use crate::domain::{now_millis, Event, OrderId};
+use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use crate::store::{
-    Consumed, DeadLetter, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed,
-    PreparedOrder, QueueStore, StockLevel, Store, StoreError,
+    Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
+    QueueStore, StockLevel, Store, StoreError,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;

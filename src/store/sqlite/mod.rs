@@ -324,8 +324,8 @@ mod tests {
     /// stock taken once per order.
     #[tokio::test]
     async fn a_batch_of_many_parts_is_applied_and_settled_whole() {
-        use crate::broker::RetryPolicy;
-        use crate::store::{Effect, QueueStore, QUEUE_ORDER_EVENTS};
+        use crate::messaging::{RetryPolicy, QUEUE_ORDER_EVENTS};
+        use crate::store::{Effect, QueueStore};
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
         store.set_stock("tea", 1000).await.unwrap();

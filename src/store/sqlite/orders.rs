@@ -5,7 +5,8 @@ use super::recent::Kept;
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status};
-use crate::store::{queue_for, OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
+use crate::messaging::queue_for;
+use crate::store::{OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).

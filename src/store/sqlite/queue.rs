@@ -18,11 +18,9 @@ use super::db_err;
 use super::pipeline;
 use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
-use crate::broker::{Reject, RetryPolicy};
 use crate::domain::{format_millis, Event};
-use crate::store::{
-    Consumed, DeadLetter, Effect, Handled, OutboxMessage, StoreError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS,
-};
+use crate::messaging::{DeadLetter, OutboxMessage, Reject, RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::store::{Consumed, Effect, Handled, StoreError};
 use rusqlite::{params, Connection};
 
 /// A queue, and the table that holds its messages in id order.
@@ -308,9 +306,9 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
 mod tests {
     use super::super::tests::message_ids;
     use super::{settle, take, Batch, Queue, Taken};
-    use crate::broker::RetryPolicy;
     use crate::domain::{now_millis, CustomerId, Event, EventType, OrderId};
-    use crate::store::{Effect, QUEUE_INVENTORY_EVENTS};
+    use crate::messaging::{RetryPolicy, QUEUE_INVENTORY_EVENTS};
+    use crate::store::Effect;
     use rusqlite::params;
 
     /// Settling a batch deletes what it applied and nothing else: a message
