@@ -446,6 +446,7 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     }
     let rc = m.xWrite.unwrap()(inner, data, amount, offset);
     if rc == ffi::SQLITE_OK {
+        // SAFETY: SQLite's buffer holds `amount` bytes for the length of the call.
         let bytes = std::slice::from_raw_parts(data as *const u8, amount as usize).to_vec();
         let change = Change { at: offset, data: Some(bytes), fate: Fate::Pending };
         state.files.get_mut(path).expect("tracked").changes.push(change);
