@@ -1,6 +1,6 @@
 //! The events the writer queued lately, kept as it wrote them, so that a
 //! consumer in the same process takes them without parsing their JSON again
-//! (a sixth of the async threads' work per order).
+//! (docs/performance.md says what that saves).
 //!
 //! The queue tables stay the truth. A consumer still reads every message it
 //! takes from its table, and uses a kept event only when the message's body

@@ -3,8 +3,8 @@
 //!
 //! rusqlite's statement cache finds a statement by hashing its SQL, takes it
 //! out of the cache and puts it back with a fresh copy of the SQL on every
-//! use: 7 % of the writer's instructions when every order runs seven or eight
-//! short statements. The statements here are kept in a table instead,
+//! use, a cost that adds up when every order runs seven or eight short
+//! statements (docs/performance.md). The statements here are kept in a table instead,
 //! indexed by `Hot`. Everything else still goes through the cache.
 //!
 //! The writer also numbers the messages it queues (schema version 3): from
