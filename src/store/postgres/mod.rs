@@ -13,8 +13,8 @@
 //! the pool replaces broken connections by itself when the server returns.
 
 mod connect;
+mod effects;
 mod orders;
-mod pipeline;
 mod queue;
 #[cfg(test)]
 mod tests;
@@ -108,7 +108,7 @@ impl Store for PostgresStore {
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let handled = pipeline::reserve(&tx, consumer, &events).await?;
+        let handled = effects::reserve(&tx, consumer, &events).await?;
         tx.commit().await.map_err(db_err)?;
         if handled.contains(&Handled::Done) {
             bump(&self.signal);
@@ -119,17 +119,17 @@ impl Store for PostgresStore {
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let handled = pipeline::notify(&tx, consumer, &events).await?;
+        let handled = effects::notify(&tx, consumer, &events).await?;
         tx.commit().await.map_err(db_err)?;
         Ok(handled)
     }
 
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
-        bounded(async { pipeline::set_stock(&self.client().await?, sku, available).await }).await
+        bounded(async { effects::set_stock(&self.client().await?, sku, available).await }).await
     }
 
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError> {
-        bounded(async { pipeline::list_stock(&self.client().await?).await }).await
+        bounded(async { effects::list_stock(&self.client().await?).await }).await
     }
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {

@@ -15,12 +15,12 @@
 
 mod checkpoint;
 mod connection;
-mod impls;
+mod effects;
 mod orders;
-mod pipeline;
 mod queue;
 mod recent;
 mod statements;
+mod traits;
 mod writer;
 
 pub use connection::SqliteOptions;
@@ -329,7 +329,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path().join("orders.db").to_str().unwrap()).await.unwrap();
         store.set_stock("tea", 1000).await.unwrap();
-        let n = 3 * super::impls::SETTLE_PART + 5;
+        let n = 3 * super::traits::SETTLE_PART + 5;
         let mut ids = Vec::new();
         for _ in 0..n {
             ids.push(store.place_order(order()).await.unwrap().id);

@@ -15,7 +15,7 @@
 //! duplicate, and deleting or retrying a message that is gone changes nothing.
 
 use super::db_err;
-use super::pipeline;
+use super::effects;
 use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
 use crate::domain::{format_millis, Event};
@@ -173,8 +173,8 @@ pub(super) fn settle(
         return Ok(consumed);
     }
     let results = match effect {
-        Effect::Reserve => pipeline::reserve(conn, consumer, &events)?,
-        Effect::Notify => pipeline::notify(conn, consumer, &events)?,
+        Effect::Reserve => effects::reserve(conn, consumer, &events)?,
+        Effect::Notify => effects::notify(conn, consumer, &events)?,
     };
     // The usual case, every message applied or a duplicate: one statement
     // deletes them all.

@@ -1,7 +1,7 @@
 //! The `Store` and `QueueStore` traits for SQLite: each method hands its work
 //! to the writer (group commit) or to a read connection.
 
-use super::{db_err, orders, outcome, pipeline, queue, Guard, Job, SqliteStore};
+use super::{db_err, effects, orders, outcome, queue, Guard, Job, SqliteStore};
 use crate::domain::{now_millis, Event, OrderId};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use crate::store::{
@@ -32,21 +32,21 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write_in_background(move |c| pipeline::reserve(c, &consumer, &events)).await
+        self.write_in_background(move |c| effects::reserve(c, &consumer, &events)).await
     }
 
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write_in_background(move |c| pipeline::notify(c, &consumer, &events)).await
+        self.write_in_background(move |c| effects::notify(c, &consumer, &events)).await
     }
 
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
         let sku = sku.to_owned();
-        self.write(move |c| pipeline::set_stock(c, &sku, available)).await
+        self.write(move |c| effects::set_stock(c, &sku, available)).await
     }
 
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError> {
-        self.read(pipeline::list_stock).await
+        self.read(effects::list_stock).await
     }
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {
