@@ -16,7 +16,7 @@ pub use event::{
 pub use order::{
     CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_ITEMS,
 };
-pub use reservation::{Rejection, Reservation};
+pub use reservation::{Rejection, Reservation, StockLeft};
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
 pub fn now_millis() -> i64 {

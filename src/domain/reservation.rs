@@ -30,6 +30,21 @@ impl fmt::Display for Rejection {
     }
 }
 
+/// Stock of one SKU as a store's batch sees it: what the store read (`None`
+/// when the SKU is unknown) and what earlier orders of the batch took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StockLeft {
+    pub available: Option<i64>,
+    pub taken: i64,
+}
+
+impl StockLeft {
+    /// What the next order can still take: the lookup `decide` wants.
+    pub fn left(&self) -> Option<i64> {
+        self.available.map(|n| n - self.taken)
+    }
+}
+
 /// What to do with one order's stock.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reservation {

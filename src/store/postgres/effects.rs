@@ -19,7 +19,7 @@
 //! every order up front instead cost a statement and a WAL record per order.
 
 use super::{db_err, NOTIFY_MESSAGES};
-use crate::domain::{now_millis, Event, EventType, Reservation, Status};
+use crate::domain::{now_millis, Event, EventType, Reservation, Status, StockLeft};
 use crate::messaging::queue_for;
 use crate::store::{Handled, StockLevel, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -48,19 +48,6 @@ fn moved_all(updated: u64, meant: usize) -> Result<(), StoreError> {
         "{} of {meant} orders changed status while their batch was applied; the batch is tried again",
         meant as u64 - updated.min(meant as u64)
     )))
-}
-
-/// Stock of one SKU as the batch sees it: `None` when the SKU is unknown.
-struct Level {
-    available: Option<i64>,
-    taken: i64,
-}
-
-impl Level {
-    /// What the next order can still take: the domain's view of this SKU.
-    fn left(&self) -> Option<i64> {
-        self.available.map(|n| n - self.taken)
-    }
 }
 
 pub(super) async fn reserve(
@@ -103,15 +90,15 @@ pub(super) async fn reserve(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut levels: HashMap<String, Level> =
-        skus.iter().map(|sku| (sku.to_string(), Level { available: None, taken: 0 })).collect();
+    let mut levels: HashMap<String, StockLeft> =
+        skus.iter().map(|sku| (sku.to_string(), StockLeft { available: None, taken: 0 })).collect();
     if !skus.is_empty() {
         let stmt = tx
             .prepare_cached("SELECT sku, available FROM inventory WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
             .await
             .map_err(db_err)?;
         for row in tx.query(&stmt, &[&skus]).await.map_err(db_err)? {
-            levels.insert(row.get(0), Level { available: Some(row.get(1)), taken: 0 });
+            levels.insert(row.get(0), StockLeft { available: Some(row.get(1)), taken: 0 });
         }
     }
 
@@ -128,7 +115,7 @@ pub(super) async fn reserve(
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(Level::left));
+        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
         statuses.insert(id, decision.status());
         match decision {
             Reservation::Reserve(wanted) => {

@@ -8,7 +8,7 @@
 use super::orders::{enqueue, status_of, transition};
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{now_millis, Event, EventType, Reservation, Status};
+use crate::domain::{now_millis, Event, EventType, Reservation, Status, StockLeft};
 use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -29,25 +29,12 @@ fn forget(conn: &Connection, consumer: &str, event: &Event) -> Result<(), StoreE
     Ok(())
 }
 
-/// Stock of one SKU as the batch sees it: `None` when the SKU is unknown.
-struct Level {
-    available: Option<i64>,
-    taken: i64,
-}
-
-impl Level {
-    /// What the next order can still take: the domain's view of this SKU.
-    fn left(&self) -> Option<i64> {
-        self.available.map(|n| n - self.taken)
-    }
-}
-
 /// Reserves stock for each `OrderPlaced` event. The inbox insert and the
 /// guarded status update come first and decide whether anything happens, so
 /// the common path does no extra reads.
 pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
-    let mut levels: HashMap<String, Level> = HashMap::new();
+    let mut levels: HashMap<String, StockLeft> = HashMap::new();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
         if !remember(conn, consumer, event, now)? {
@@ -60,10 +47,10 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
                     .stmt(Hot::StockLevel)
                     .and_then(|mut s| s.query_row([item.sku.as_str()], |r| r.get::<_, i64>(0)).optional())
                     .map_err(db_err)?;
-                levels.insert(item.sku.as_str().to_owned(), Level { available, taken: 0 });
+                levels.insert(item.sku.as_str().to_owned(), StockLeft { available, taken: 0 });
             }
         }
-        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(Level::left));
+        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
         let reason = decision.reason();
         if !transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)? {
             if status_of(conn, event.order_id)?.is_none() {
