@@ -10,6 +10,8 @@
 //! the retry policy, `Publisher`) are in [`crate::messaging`]; the store never
 //! imports `broker`.
 
+#[cfg(test)]
+mod contract;
 mod postgres;
 mod sqlite;
 

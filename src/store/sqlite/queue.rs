@@ -18,7 +18,7 @@ use super::db_err;
 use super::effects;
 use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
-use crate::domain::{format_millis, Event};
+use crate::domain::{format_millis, now_millis, Event};
 use crate::messaging::{DeadLetter, OutboxMessage, Reject, RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use rusqlite::{params, Connection};
@@ -227,19 +227,36 @@ fn dead_letter(conn: &Connection, id: i64, attempts: u32, error: &str, now: i64)
     Ok(())
 }
 
-/// The oldest outbox rows, for the relay.
-pub(super) fn outbox(conn: &Connection, max: usize) -> Result<Vec<OutboxMessage>, StoreError> {
+/// Claims the oldest outbox rows for the relay: each is held for `lease_ms`,
+/// so a relay in another process does not publish it too. A relay that dies
+/// holding rows delays them by a lease; one that publishes slower than that
+/// may see them published twice, which consumers' inboxes absorb.
+pub(super) fn claim_outbox(conn: &Connection, max: usize, lease_ms: i64) -> Result<Vec<OutboxMessage>, StoreError> {
+    let now = now_millis();
     // A literal limit, as in `take`.
-    let sql = format!("SELECT id, routing_key, body FROM messages ORDER BY id LIMIT {max}");
+    let sql = format!("SELECT id, routing_key, body FROM messages WHERE available_at <= ?1 ORDER BY id LIMIT {max}");
     let mut stmt = conn.prepare_cached(&sql).map_err(db_err)?;
     let rows = stmt
-        .query_map([], |r| {
+        .query_map([now], |r| {
             let id: i64 = r.get(0)?;
             Ok(OutboxMessage { id, routing_key: r.get(1)?, body: r.get(2)?, message_id: id.to_string() })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
+    let mut hold = conn.prepare_cached("UPDATE messages SET available_at = ?1 WHERE id = ?2").map_err(db_err)?;
+    for row in &rows {
+        hold.execute((now + lease_ms, row.id)).map_err(db_err)?;
+    }
     Ok(rows)
+}
+
+/// Ends the relay's hold on outbox rows it could not publish.
+pub(super) fn release_outbox(conn: &Connection, ids: &[i64]) -> Result<(), StoreError> {
+    let mut stmt = conn.prepare_cached("UPDATE messages SET available_at = 0 WHERE id = ?1").map_err(db_err)?;
+    for id in ids {
+        stmt.execute([id]).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Deletes outbox rows the broker has confirmed.

@@ -15,6 +15,9 @@ use tokio::sync::watch;
 /// the writer about 0.2 ms, the longest an order placed meanwhile waits for it.
 pub(super) const SETTLE_PART: usize = 32;
 
+/// How long the relay holds the outbox rows it publishes from other relays.
+const RELAY_LEASE_MS: i64 = 5_000;
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError> {
@@ -131,14 +134,18 @@ impl QueueStore for SqliteStore {
     /// relays: run one relay per database (the consumers' inboxes absorb the
     /// duplicates two would publish).
     async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError> {
-        let batch = self.read(move |c| queue::outbox(c, max)).await?;
+        // Claimed in a commit of its own, which SQLite has synced before the
+        // rows leave the process.
+        let batch = self.write(move |c| queue::claim_outbox(c, max, RELAY_LEASE_MS)).await?;
         if batch.is_empty() {
             return Ok(0);
         }
-        // A commit is visible only once SQLite has synced it, so what the
-        // read saw is durable before it leaves the process.
-        publisher.publish(&batch).await?;
         let ids: Vec<i64> = batch.iter().map(|m| m.id).collect();
+        if let Err(e) = publisher.publish(&batch).await {
+            // Handed back for the next attempt; if that fails too, the lease ends.
+            let _ = self.write(move |c| queue::release_outbox(c, &ids)).await;
+            return Err(e.into());
+        }
         self.write(move |c| queue::forget(c, &ids)).await?;
         Ok(batch.len())
     }
