@@ -2,8 +2,7 @@
 //! while orders are still taken and processed, for `--drain-secs`; then the
 //! process stops cleanly. A second signal cuts the drain short.
 
-use crate::helpers::{eventually, order, Env, Server};
-use crate::scenarios::SETTLE;
+use crate::helpers::{eventually, order, Env, Server, SETTLE};
 use serde_json::json;
 use std::time::{Duration, Instant};
 

@@ -1,60 +1,17 @@
 //! The embedded mode: SQLite and its own queue, every role in one process.
+//! What it shares with the other modes is in `contract`; here is what the
+//! one process does on its own: health, kill -9 and SIGTERM under load,
+//! shedding overload.
 
-use crate::helpers::{order, Env, Server};
-use crate::scenarios::{self, SETTLE};
+use crate::helpers::{order, Env, Server, SETTLE};
 use rusqlite::Connection;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::time::Duration;
 
 async fn start() -> (Env, Server) {
     let env = Env::embedded();
     let server = Server::start(&env, "run", &["--max-attempts", "3"]).await;
     (env, server)
-}
-
-#[tokio::test]
-async fn lifecycle() {
-    let (env, server) = start().await;
-    let orders = scenarios::lifecycle(&env, &server.client).await;
-
-    // The notifier logs one line per outcome, once its commit is durable.
-    let deadline = std::time::Instant::now() + SETTLE;
-    let lines = loop {
-        let log = server.log();
-        let lines: Vec<String> = log.lines().filter(|l| l.contains(" notification ")).map(str::to_owned).collect();
-        if lines.len() >= orders.len() || std::time::Instant::now() > deadline {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(lines.len(), orders.len(), "one notification line per order:\n{}", lines.join("\n"));
-    for order in &orders {
-        let id = order["order_id"].as_str().unwrap();
-        let line = lines.iter().find(|l| l.contains(&format!("order_id={id} "))).expect("a line for every order");
-        assert!(line.contains(&format!("customer_id={}", order["customer_id"])), "{line}");
-        match order["status"].as_str() {
-            Some("completed") => assert!(line.contains("kind=confirmed") && !line.contains("reason="), "{line}"),
-            _ => assert!(line.contains(&format!("kind=rejected reason={}", order["reason"])), "{line}"),
-        }
-    }
-}
-
-#[tokio::test]
-async fn no_oversell() {
-    let (env, server) = start().await;
-    scenarios::no_oversell(&env, &server.client).await;
-}
-
-#[tokio::test]
-async fn idempotency() {
-    let (env, server) = start().await;
-    scenarios::idempotency(&env, &server.client).await;
-}
-
-#[tokio::test]
-async fn paging() {
-    let (env, server) = start().await;
-    scenarios::paging(&env, &server.client).await;
 }
 
 #[tokio::test]
@@ -169,57 +126,6 @@ fn sqlite(env: &Env) -> Connection {
     let conn = Connection::open(env.dir.path().join("orderflow.db")).unwrap();
     conn.busy_timeout(Duration::from_secs(5)).unwrap();
     conn
-}
-
-#[tokio::test]
-async fn failing_messages_are_dead_lettered_and_replayed() {
-    let (env, server) = start().await;
-    env.set_stock("burger", 100);
-    let before = server.client.place(&order("dlq", &[("burger", 1)])).await;
-    // A body that is no event at all, and a valid event for an order that does not exist (yet).
-    let missing = uuid::Uuid::now_v7().to_string();
-    let event = json!({
-        "event_id": uuid::Uuid::now_v7(), "event_type": "OrderPlaced", "order_id": missing,
-        "timestamp": "2026-01-01T00:00:00Z", "customer_id": "dlq", "items": [{"sku": "burger", "quantity": 1}]
-    });
-    let db = sqlite(&env);
-    for body in ["not json".to_owned(), event.to_string()] {
-        db.execute(
-            "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', ?1)",
-            [&body],
-        )
-        .unwrap();
-    }
-    let after = server.client.place(&order("dlq", &[("burger", 1)])).await;
-    let done = server.client.wait_terminal(&[before, after], SETTLE).await;
-    assert!(done.iter().all(|o| o["status"] == "completed"), "the orders around the poison finish");
-
-    crate::helpers::eventually(SETTLE, "two dead letters", || async { env.dead_letters().len() == 2 }).await;
-    let letters = env.dead_letters();
-    let poison = letters.iter().find(|l| l["body"] == "not json").expect("poison listed");
-    assert_eq!(poison["attempts"], 1, "poison is dead-lettered at once");
-    assert!(poison["error"].as_str().unwrap().contains("invalid event"));
-    let orphan = letters.iter().find(|l| l["body"] != "not json").expect("orphan listed");
-    assert_eq!(orphan["attempts"], 3, "retried up to --max-attempts");
-    assert!(orphan["error"].as_str().unwrap().contains("not found"), "{orphan}");
-
-    // The order arrives after all (say, restored from a backup); replay.
-    db.execute(
-        "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
-         VALUES (?1, 'dlq', 'placed', '[{\"sku\":\"burger\",\"quantity\":1}]', 0, 0)",
-        [&missing],
-    )
-    .unwrap();
-    let replayed = env.cli(&["dlq", "replay", "--all"]);
-    assert!(replayed.contains("replayed 2"), "{replayed}");
-    let done = server.client.wait_terminal(&[missing], SETTLE).await;
-    assert_eq!(done[0]["status"], "completed");
-    crate::helpers::eventually(SETTLE, "the poison back in the DLQ", || async {
-        let letters = env.dead_letters();
-        letters.len() == 1 && letters[0]["body"] == "not json"
-    })
-    .await;
-    assert_eq!(env.stock("burger"), (97, 3));
 }
 
 /// Past its in-flight limit a replica answers 503 with Retry-After at once

@@ -16,6 +16,8 @@ use tempfile::TempDir;
 pub const BIN: &str = env!("CARGO_BIN_EXE_orderflow");
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 pub const AMQP_BASE: &str = "amqp://guest:guest@127.0.0.1:5672";
+/// How long a test waits for the pipeline to finish what it was given.
+pub const SETTLE: Duration = Duration::from_secs(30);
 
 /// Where one test keeps its data.
 pub struct Env {
@@ -149,9 +151,113 @@ impl Env {
         self.cli(&["dlq", "list"]).lines().map(|l| serde_json::from_str(l).expect("json line")).collect()
     }
 
-    /// Runs SQL against this test's PostgreSQL database.
+    /// Runs SQL against this test's database and returns its rows as
+    /// `psql -qtA` prints them: a line per row, columns between `|`.
     pub fn sql(&self, sql: &str) -> String {
-        psql(&self.database_url, sql).expect("psql")
+        match self.database_url.strip_prefix("sqlite://") {
+            Some(path) => sqlite(path, sql).unwrap_or_else(|e| panic!("{sql}: {e}")),
+            None => psql(&self.database_url, sql).expect("psql"),
+        }
+    }
+}
+
+fn sqlite(path: &str, sql: &str) -> rusqlite::Result<String> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let mut stmt = conn.prepare(sql)?;
+    let columns = stmt.column_count();
+    if columns == 0 {
+        stmt.execute([])?;
+        return Ok(String::new());
+    }
+    let rows = stmt.query_map([], |row| {
+        let cells = (0..columns).map(|i| {
+            Ok(match row.get::<_, rusqlite::types::Value>(i)? {
+                rusqlite::types::Value::Null => String::new(),
+                rusqlite::types::Value::Integer(n) => n.to_string(),
+                rusqlite::types::Value::Real(x) => x.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                rusqlite::types::Value::Blob(b) => String::from_utf8_lossy(&b).into_owned(),
+            })
+        });
+        cells.collect::<rusqlite::Result<Vec<_>>>().map(|cells| cells.join("|"))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?.join("\n"))
+}
+
+/// A store and a broker: the combinations the contract suite runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    SqliteDb,
+    SqliteRabbitmq,
+    PostgresDb,
+    PostgresRabbitmq,
+}
+
+impl Mode {
+    /// A fresh environment for this mode, or `None` when its servers are
+    /// unreachable (and the test is skipped).
+    pub fn env(self) -> Option<Env> {
+        match self {
+            Mode::SqliteDb => Some(Env::embedded()),
+            Mode::SqliteRabbitmq => Env::sqlite_rabbitmq(),
+            Mode::PostgresDb => Env::postgres(false),
+            Mode::PostgresRabbitmq => Env::postgres(true),
+        }
+    }
+
+    pub fn rabbitmq(self) -> bool {
+        matches!(self, Mode::SqliteRabbitmq | Mode::PostgresRabbitmq)
+    }
+
+    /// A fresh environment and the processes of this mode on it: on SQLite
+    /// every role in one `run` process, on PostgreSQL the API, the inventory
+    /// service and the notifier each in its own.
+    pub async fn start(self) -> Option<(Env, Deployment)> {
+        let env = self.env()?;
+        let mut app = match self {
+            Mode::SqliteDb | Mode::SqliteRabbitmq => {
+                Deployment { api: Server::start(&env, "run", FLAGS).await, notifier: None, workers: Vec::new() }
+            }
+            Mode::PostgresDb | Mode::PostgresRabbitmq => {
+                let api = Server::start(&env, "api", FLAGS).await;
+                Deployment { api, notifier: None, workers: Vec::new() }
+            }
+        };
+        if matches!(self, Mode::PostgresDb | Mode::PostgresRabbitmq) {
+            app.add(&env, "inventory", &[]).await;
+            app.add(&env, "notifier", &[]).await;
+            app.notifier = Some(app.workers.len() - 1);
+        }
+        Some((env, app))
+    }
+}
+
+/// What every process of a deployment is started with.
+const FLAGS: &[&str] = &["--max-attempts", "3"];
+
+/// The processes a test runs; each is killed when this is dropped.
+pub struct Deployment {
+    pub api: Server,
+    /// Which of `workers` runs the notifier (the API's process when `None`).
+    notifier: Option<usize>,
+    pub workers: Vec<Server>,
+}
+
+impl Deployment {
+    pub fn client(&self) -> &Client {
+        &self.api.client
+    }
+
+    /// Starts one more process with `role` beside the others.
+    pub async fn add(&mut self, env: &Env, role: &str, extra: &[&str]) {
+        let args: Vec<&str> = FLAGS.iter().chain(extra).copied().collect();
+        self.workers.push(Server::start(env, role, &args).await);
+    }
+
+    /// What the process running the notifier has logged.
+    pub fn notifier_log(&self) -> String {
+        self.notifier.map_or(&self.api, |i| &self.workers[i]).log()
     }
 }
 

@@ -72,9 +72,7 @@ impl Link {
             .await
             .map_err(|_| unavailable("connecting to RabbitMQ timed out"))?
             .map_err(|e| unavailable(format!("connecting to RabbitMQ: {e}")))?;
-        let channel = conn.create_channel().await.map_err(amqp_err)?;
-        topology::declare(&channel, self.delivery_limit).await?;
-        let _ = channel.close(200, "topology declared".into()).await;
+        topology::declare(&conn, self.delivery_limit).await?;
         tracing::info!(connection = self.name, "connected to RabbitMQ");
         let conn = Arc::new(conn);
         *slot = Some(conn.clone());

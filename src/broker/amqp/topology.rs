@@ -6,13 +6,19 @@
 //! dead-lettering through `dlx` to `<queue>-dlq`. Quorum queues dead-letter
 //! safely only with `dead-letter-strategy=at-least-once`, which requires
 //! `overflow=reject-publish` (RabbitMQ 3.10 and later).
+//!
+//! A queue's arguments are fixed when it is first declared. A process whose
+//! `--max-attempts` differs from the limit a queue was made with (an operator
+//! command without the services' flags, or a changed setting) uses the
+//! queue as it is and says so, rather than failing to start; the limit of an
+//! existing queue is changed with a RabbitMQ policy.
 
 use super::amqp_err;
 use crate::domain::{ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 use crate::messaging::{BrokerError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Channel, ExchangeKind};
+use lapin::{Connection, ExchangeKind};
 
 const EXCHANGE_ORDERS: &str = "orders";
 const EXCHANGE_INVENTORY: &str = "inventory";
@@ -36,7 +42,8 @@ fn text(s: &str) -> AMQPValue {
     AMQPValue::LongString(s.into())
 }
 
-pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<(), BrokerError> {
+pub(super) async fn declare(conn: &Connection, delivery_limit: u32) -> Result<(), BrokerError> {
+    let mut channel = conn.create_channel().await.map_err(amqp_err)?;
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     for exchange in [EXCHANGE_ORDERS, EXCHANGE_INVENTORY, EXCHANGE_DLX] {
         channel
@@ -72,7 +79,21 @@ pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<()
         args.insert("x-dead-letter-routing-key".into(), text(queue));
         args.insert("x-dead-letter-strategy".into(), text("at-least-once"));
         args.insert("x-overflow".into(), text("reject-publish"));
-        channel.queue_declare(queue.into(), queue_opts, args).await.map_err(amqp_err)?;
+        if let Err(e) = channel.queue_declare(queue.into(), queue_opts, args).await {
+            if !is_precondition_failed(&e) {
+                return Err(amqp_err(e));
+            }
+            // The error closed the channel; the queue exists, with its own arguments.
+            channel = conn.create_channel().await.map_err(amqp_err)?;
+            let passive = QueueDeclareOptions { passive: true, ..queue_opts };
+            channel.queue_declare(queue.into(), passive, FieldTable::default()).await.map_err(amqp_err)?;
+            tracing::warn!(
+                queue,
+                max_attempts = delivery_limit,
+                "the queue exists with other arguments than this process declares (another --max-attempts?); \
+                 using it as it is"
+            );
+        }
         for key in keys {
             channel
                 .queue_bind(
@@ -86,5 +107,10 @@ pub(super) async fn declare(channel: &Channel, delivery_limit: u32) -> Result<()
                 .map_err(amqp_err)?;
         }
     }
+    let _ = channel.close(200, "topology declared".into()).await;
     Ok(())
+}
+
+fn is_precondition_failed(e: &lapin::Error) -> bool {
+    matches!(e.kind(), lapin::ErrorKind::ProtocolError(amqp) if matches!(amqp.kind(), lapin::protocol::AMQPErrorKind::Soft(lapin::protocol::AMQPSoftError::PRECONDITIONFAILED)))
 }
