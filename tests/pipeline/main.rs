@@ -3,7 +3,9 @@
 //!
 //! `scenarios` holds what every mode must do; `embedded` runs it on SQLite
 //! with the `db` broker, `distributed` on PostgreSQL (with the `db` broker and
-//! with RabbitMQ) with every role its own process, plus the fault tests.
+//! with RabbitMQ) with every role its own process, plus the fault tests;
+//! `redis` runs it with Redis Streams as the broker, plus what is particular
+//! to streams.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
@@ -12,6 +14,7 @@ mod distributed;
 mod drain;
 mod embedded;
 mod helpers;
+mod redis;
 mod scenarios;
 mod slow_clients;
 mod validation;

@@ -42,6 +42,9 @@ pub(super) struct RedisSubscription {
     held: HashMap<u64, (Entry, u32)>,
     next_tag: u64,
     trimmed: Option<Instant>,
+    /// Entries were acknowledged since the last trim: an idle turn trims,
+    /// so a stream is trimmed once its consumers have caught up.
+    untrimmed: bool,
 }
 
 impl RedisSubscription {
@@ -50,7 +53,7 @@ impl RedisSubscription {
         let consumer = format!("{group}-{}-{}", std::process::id(), &random[random.len() - 8..]);
         tracing::info!(stream, group, consumer, "reading as a consumer of the group");
         let claimer = Claimer::new(stream, group, consumer, settings.claim_idle);
-        Self { link, settings, claimer, held: HashMap::new(), next_tag: 0, trimmed: None }
+        Self { link, settings, claimer, held: HashMap::new(), next_tag: 0, trimmed: None, untrimmed: false }
     }
 
     fn death<'a>(&'a self, error: &'a str, attempts: u32) -> Death<'a> {
@@ -139,10 +142,11 @@ impl RedisSubscription {
 
     /// Trims the stream, at most once per trim interval.
     async fn trim_now_and_then(&mut self, conn: &mut ConnectionManager) {
-        if self.trimmed.is_some_and(|at| at.elapsed() < self.settings.trim_interval) {
+        if !self.untrimmed || self.trimmed.is_some_and(|at| at.elapsed() < self.settings.trim_interval) {
             return;
         }
         self.trimmed = Some(Instant::now());
+        self.untrimmed = false;
         if let Err(e) = trim::trim(conn, &self.claimer.stream).await {
             tracing::warn!(stream = %self.claimer.stream, error = %e, "trimming failed");
         }
@@ -154,7 +158,12 @@ impl Subscription for RedisSubscription {
     async fn next_batch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BrokerError> {
         let mut conn = self.link.get().await?;
         match self.take(&mut conn, max, wait).await {
-            Ok(batch) => Ok(batch),
+            Ok(batch) => {
+                if batch.is_empty() {
+                    self.trim_now_and_then(&mut conn).await;
+                }
+                Ok(batch)
+            }
             Err(e) if no_group(&e) => {
                 tracing::warn!(stream = %self.claimer.stream, "the consumer group is gone; declaring it again");
                 streams::declare(&mut conn).await?;
@@ -190,6 +199,7 @@ impl Subscription for RedisSubscription {
             return Ok(());
         }
         pipe.query_async::<()>(&mut conn).await.map_err(redis_err)?;
+        self.untrimmed = true;
         self.trim_now_and_then(&mut conn).await;
         Ok(())
     }
