@@ -7,7 +7,9 @@
 //! by the original entry's fields exactly as they were, so `XRANGE` shows
 //! the dead entry itself and a replay puts back what was there, even fields
 //! orderflow never writes. Replay adds the original fields to the stream as
-//! a new entry and deletes the dead letter, again in one `MULTI`.
+//! a new entry and deletes the dead letter, again in one `MULTI`; `--all`
+//! replays the dead letters there when it starts, not those that a consumer
+//! dead-letters again while it runs.
 //! orderflow never trims the dead-letter streams.
 
 use super::redis_err;
@@ -80,6 +82,20 @@ async fn range(
     Ok(entries(&reply)?.0)
 }
 
+/// The id of the newest entry of `stream`, if any.
+async fn last_id(conn: &mut ConnectionManager, stream: &str) -> Result<Option<String>, BrokerError> {
+    let reply: Value = redis::cmd("XREVRANGE")
+        .arg(stream)
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(conn)
+        .await
+        .map_err(redis_err)?;
+    Ok(entries(&reply)?.0.pop().map(|e| e.id))
+}
+
 pub(super) async fn list(conn: &mut ConnectionManager, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
     let mut letters = Vec::new();
     for (stream, _) in GROUPS {
@@ -111,11 +127,17 @@ pub(super) async fn replay(conn: &mut ConnectionManager, id: Option<String>) -> 
     let mut replayed = 0;
     for (stream, _) in GROUPS {
         let dlq = dead_letter_stream(stream);
+        // Only the dead letters there now: one replayed and dead-lettered
+        // again meanwhile lands after this bound, and is not replayed again.
+        let (from, to) = match &id {
+            Some(id) => (id.clone(), id.clone()),
+            None => match last_id(conn, &dlq).await? {
+                Some(last) => ("-".to_owned(), last),
+                None => continue,
+            },
+        };
         loop {
-            let page = match &id {
-                Some(id) => range(conn, &dlq, id, id, 1).await?,
-                None => range(conn, &dlq, "-", "+", PAGE).await?,
-            };
+            let page = range(conn, &dlq, &from, &to, if id.is_some() { 1 } else { PAGE }).await?;
             if page.is_empty() {
                 break;
             }
