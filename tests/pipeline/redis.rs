@@ -314,9 +314,9 @@ async fn redis_killed_under_load_loses_no_accepted_order() {
     assert_eq!(env.stock("nut"), (1_000_000 - reserved, reserved), "each accepted order reserved once");
 }
 
-/// Runs `orderflow run` and, if it exits within a few seconds, returns its
-/// exit success and stderr; `None` if it is still running (then killed).
-fn run_briefly(env: &Env, extra: &[&str]) -> Option<(bool, String)> {
+/// Runs `orderflow run` and, if it exits `within`, returns its exit success
+/// and stderr; `None` if it is still running then (it is killed).
+fn run_briefly(env: &Env, extra: &[&str], within: Duration) -> Option<(bool, String)> {
     let log = env.dir.path().join("refused.log");
     let mut child = Command::new(BIN)
         .args(["--database-url", &env.database_url, "--broker-url", &env.broker_url, "run"])
@@ -326,7 +326,7 @@ fn run_briefly(env: &Env, extra: &[&str]) -> Option<(bool, String)> {
         .stderr(std::fs::File::create(&log).expect("log"))
         .spawn()
         .expect("starting orderflow");
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait().expect("wait") {
             return Some((status.success(), std::fs::read_to_string(&log).unwrap_or_default()));
@@ -350,11 +350,13 @@ async fn a_redis_that_could_lose_events_is_refused() {
     ];
     for (settings, why) in cases {
         let Some(env) = Env::embedded().with_redis(settings) else { return };
-        let (ok, stderr) = run_briefly(&env, &[]).expect("orderflow refused the broker and exited");
+        let refused = run_briefly(&env, &[], Duration::from_secs(20));
+        let (ok, stderr) = refused.expect("orderflow refused the broker and exited");
         assert!(!ok, "{settings:?}");
         assert!(stderr.contains("refusing Redis as the broker") && stderr.contains(why), "{settings:?}: {stderr}");
         assert!(stderr.contains("--allow-volatile-broker"), "{stderr}");
-        assert!(run_briefly(&env, &["--allow-volatile-broker"]).is_none(), "{settings:?} accepted with the flag");
+        let accepted = run_briefly(&env, &["--allow-volatile-broker"], Duration::from_secs(3));
+        assert!(accepted.is_none(), "{settings:?} accepted with the flag: {accepted:?}");
     }
     let Some(env) = Env::embedded().with_redis(&["--appendonly", "no"]) else { return };
     env.set_stock("cup", 1);
