@@ -9,9 +9,9 @@
 //! `serve` returns.
 
 use crate::api::{self, AppState};
-use crate::broker::{AmqpBroker, Broker, DbBroker};
+use crate::broker::{AmqpBroker, Broker, DbBroker, RedisBroker, RedisSettings};
 use crate::config::{Common, ServeArgs};
-use crate::messaging::RetryPolicy;
+use crate::messaging::{BrokerError, RetryPolicy};
 use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database, OpenError};
 use anyhow::Context;
@@ -60,8 +60,10 @@ impl Shutdown {
 /// be reachable later.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("unsupported broker URL '{0}': expected db or amqp://…")]
+    #[error("unsupported broker URL '{0}': expected db, amqp://… or redis://…")]
     UnsupportedBrokerUrl(String),
+    #[error("bad broker URL: {0}")]
+    BadBrokerUrl(BrokerError),
     #[error(transparent)]
     Store(#[from] OpenError),
 }
@@ -69,7 +71,12 @@ pub enum ConnectError {
 impl ConnectError {
     /// True when trying again cannot help: a URL names nothing this build knows.
     pub fn is_bad_url(&self) -> bool {
-        matches!(self, ConnectError::UnsupportedBrokerUrl(_) | ConnectError::Store(OpenError::UnsupportedUrl(_)))
+        matches!(
+            self,
+            ConnectError::UnsupportedBrokerUrl(_)
+                | ConnectError::BadBrokerUrl(_)
+                | ConnectError::Store(OpenError::UnsupportedUrl(_))
+        )
     }
 }
 
@@ -80,6 +87,15 @@ pub async fn connect(common: &Common) -> Result<(Arc<dyn Database>, Arc<dyn Brok
         "db" => Arc::new(DbBroker::new(store.clone())),
         url if url.starts_with("amqp://") || url.starts_with("amqps://") => {
             Arc::new(AmqpBroker::new(url, common.max_attempts, common.prefetch))
+        }
+        url if url.starts_with("redis://") || url.starts_with("rediss://") => {
+            let settings = RedisSettings {
+                retry: RetryPolicy { max_attempts: common.max_attempts, ..RetryPolicy::default() },
+                claim_idle: common.redis_claim_idle(),
+                trim_interval: common.redis_trim_interval(),
+                allow_volatile: common.allow_volatile_broker,
+            };
+            Arc::new(RedisBroker::new(url, settings).map_err(ConnectError::BadBrokerUrl)?)
         }
         other => return Err(ConnectError::UnsupportedBrokerUrl(other.to_owned())),
     };
@@ -113,6 +129,13 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     let Some((store, broker)) = connect_patiently(common, &shutdown.first).await? else {
         return Ok(());
     };
+    // A broker that must not be used stops the process here, with its
+    // reason; one that is down is waited for by each role.
+    match broker.preflight().await {
+        Err(BrokerError::Refused(why)) => anyhow::bail!(why),
+        Err(e) => tracing::warn!(error = %e, "the broker is not reachable yet; the roles will retry"),
+        Ok(()) => {}
+    }
     // The roles stop on this token rather than on the request itself, so
     // that with the API it fires only once the drain is over.
     let stop = CancellationToken::new();
@@ -258,6 +281,9 @@ mod tests {
             broker_url: broker_url.into(),
             max_attempts: 5,
             prefetch: 16,
+            allow_volatile_broker: false,
+            redis_claim_idle_ms: 30_000,
+            redis_trim_interval_ms: 1_000,
             log_format: LogFormat::Text,
         }
     }

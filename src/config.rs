@@ -22,7 +22,8 @@ pub struct Common {
     /// Where orders live: `sqlite://PATH` or `postgres://…` (PostgreSQL).
     #[arg(long, env = "ORDERFLOW_DATABASE_URL", default_value = "sqlite://orderflow.db", global = true)]
     pub database_url: String,
-    /// How events travel: `db` (the database's own queue) or `amqp://…` (RabbitMQ).
+    /// How events travel: `db` (the database's own queue), `amqp://…`
+    /// (RabbitMQ) or `redis://…` / `rediss://…` (Redis Streams).
     #[arg(long, env = "ORDERFLOW_BROKER_URL", default_value = "db", global = true)]
     pub broker_url: String,
     /// Deliveries of a failing message before it is dead-lettered (with
@@ -32,9 +33,34 @@ pub struct Common {
     /// Unacknowledged deliveries a consumer may hold (RabbitMQ prefetch).
     #[arg(long, env = "ORDERFLOW_PREFETCH", default_value_t = 256, global = true)]
     pub prefetch: u16,
+    /// Use a Redis broker that could lose events it acknowledged (one without
+    /// `appendonly yes` and `appendfsync always`, or whose settings cannot be
+    /// read); without this flag orderflow refuses it.
+    #[arg(long, env = "ORDERFLOW_ALLOW_VOLATILE_BROKER", global = true)]
+    pub allow_volatile_broker: bool,
+    /// Milliseconds a Redis stream entry stays pending with a consumer before
+    /// another consumer claims it: how long the entries of a worker that died
+    /// wait. Longer than the slowest batch, or live workers' entries are
+    /// handled twice (harmlessly, but for nothing).
+    #[arg(long, env = "ORDERFLOW_REDIS_CLAIM_IDLE_MS", default_value_t = 30_000, global = true, value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub redis_claim_idle_ms: u64,
+    /// Milliseconds between two trims of a Redis stream (each drops the
+    /// entries every consumer group has acknowledged).
+    #[arg(long, env = "ORDERFLOW_REDIS_TRIM_INTERVAL_MS", default_value_t = 1_000, global = true, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub redis_trim_interval_ms: u64,
     /// Log format.
     #[arg(long, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
+}
+
+impl Common {
+    pub fn redis_claim_idle(&self) -> Duration {
+        Duration::from_millis(self.redis_claim_idle_ms)
+    }
+
+    pub fn redis_trim_interval(&self) -> Duration {
+        Duration::from_millis(self.redis_trim_interval_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

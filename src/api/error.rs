@@ -52,7 +52,8 @@ impl From<StoreError> for ApiError {
 impl From<BrokerError> for ApiError {
     fn from(e: BrokerError) -> Self {
         match e {
-            BrokerError::Unavailable(why) => ApiError::Unavailable(why),
+            // A broker refused for its settings is not ready either.
+            BrokerError::Unavailable(why) | BrokerError::Refused(why) => ApiError::Unavailable(why),
             BrokerError::Other(e) => ApiError::Internal(e),
         }
     }

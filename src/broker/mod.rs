@@ -6,8 +6,9 @@
 //! settles each message in the same transaction of the store as its effect
 //! (`QueueStore::consume`), so nothing needs relaying and a worker killed
 //! mid-batch leaves every message it had not settled where it was. With a
-//! network broker (`amqp://`) the `messages` table is the outbox: a relay
-//! publishes it with confirms (`Publisher`), and consumers take deliveries
+//! network broker (`amqp://`, `redis://`) the `messages` table is the
+//! outbox: a relay publishes it with confirms (`Publisher`), and consumers
+//! take deliveries
 //! from a `Subscription`, apply them in a store transaction and only then
 //! acknowledge them.
 //!
@@ -18,7 +19,9 @@
 
 pub mod amqp;
 mod db;
+mod redis;
 
+pub use self::redis::{RedisBroker, RedisSettings};
 pub use amqp::AmqpBroker;
 pub use db::DbBroker;
 
@@ -33,6 +36,12 @@ pub trait Broker: Send + Sync + 'static {
     /// Sends dead letters back to their queues; `None` replays them all.
     async fn replay(&self, id: Option<String>) -> Result<u64, BrokerError>;
     async fn ping(&self) -> Result<(), BrokerError>;
+    /// Checks, before a process starts its roles, that the broker may be
+    /// used at all: `Refused` stops the process (a Redis that could lose
+    /// acknowledged events); an unreachable broker is only waited for.
+    async fn preflight(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
     /// Deliveries from `queue`, or `None` when consumers take the store's own
     /// queue in place (the `db` broker).
     async fn subscribe(&self, queue: &str) -> Result<Option<Box<dyn Subscription>>, BrokerError>;

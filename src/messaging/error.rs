@@ -11,6 +11,10 @@ pub enum BrokerError {
     /// or lost the connection; the caller may retry later.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker answers but is not fit to be used as configured (a Redis
+    /// that could lose acknowledged events); calling again cannot help.
+    #[error("broker refused: {0}")]
+    Refused(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }

@@ -42,4 +42,8 @@ pub struct DeadLetter {
     pub error: String,
     pub failed_at: String,
     pub body: String,
+    /// The dead message's fields as they were, name and value, for brokers
+    /// whose messages are field lists (Redis Streams).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<Vec<(String, String)>>,
 }

@@ -46,6 +46,7 @@ impl From<BrokerError> for StoreError {
     fn from(e: BrokerError) -> Self {
         match e {
             BrokerError::Unavailable(why) => StoreError::Unavailable(why),
+            BrokerError::Refused(why) => StoreError::Other(anyhow::anyhow!(why)),
             BrokerError::Other(e) => StoreError::Other(e),
         }
     }

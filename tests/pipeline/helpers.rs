@@ -1,10 +1,11 @@
 //! The test harness: real `orderflow` processes against real databases.
 //!
 //! `Env` names a database (a temporary SQLite file, or a fresh PostgreSQL
-//! database) and a broker (`db`, or a fresh RabbitMQ vhost). `Server` starts
+//! database) and a broker (`db`, a fresh RabbitMQ vhost, or a `redis-server`
+//! of its own, `RedisServer`). `Server` starts
 //! the binary on port 0 in that environment and kills it when dropped.
-//! `Client` has one typed method per endpoint. Suites that need PostgreSQL or
-//! RabbitMQ are skipped with a message when the server is not reachable,
+//! `Client` has one typed method per endpoint. Suites that need PostgreSQL,
+//! RabbitMQ or `redis-server` are skipped with a message when the server is not reachable,
 //! unless `ORDERFLOW_REQUIRE_SERVICES=1`, which turns a skip into a failure.
 
 use serde_json::{json, Value};
@@ -26,6 +27,7 @@ pub struct Env {
     pub dir: TempDir,
     pg_database: Option<String>,
     vhost: Option<String>,
+    redis: Option<RedisServer>,
 }
 
 fn required() -> bool {
@@ -81,7 +83,7 @@ impl Env {
     pub fn embedded() -> Env {
         let dir = tempfile::tempdir().expect("temp dir");
         let database_url = format!("sqlite://{}", dir.path().join("orderflow.db").display());
-        Env { database_url, broker_url: "db".into(), dir, pg_database: None, vhost: None }
+        Env { database_url, broker_url: "db".into(), dir, pg_database: None, vhost: None, redis: None }
     }
 
     /// A fresh PostgreSQL database, with the `db` broker or a fresh RabbitMQ vhost.
@@ -98,6 +100,7 @@ impl Env {
             dir: tempfile::tempdir().expect("temp dir"),
             pg_database: Some(name),
             vhost: None,
+            redis: None,
         };
         if rabbitmq {
             env.with_rabbitmq()
@@ -121,6 +124,41 @@ impl Env {
         self.broker_url = format!("{AMQP_BASE}/{vhost}");
         self.vhost = Some(vhost);
         Some(self)
+    }
+
+    /// A fresh PostgreSQL database, with a `redis-server` of its own (append
+    /// only, fsync always) as the broker.
+    pub fn postgres_redis() -> Option<Env> {
+        Env::postgres(false)?.with_redis(REDIS_DURABLE)
+    }
+
+    /// A SQLite file, with a `redis-server` of its own as the broker.
+    pub fn sqlite_redis() -> Option<Env> {
+        Env::embedded().with_redis(REDIS_DURABLE)
+    }
+
+    /// This environment with a `redis-server` of its own as its broker,
+    /// persisting as `persistence` says (`REDIS_DURABLE`, or other settings).
+    pub fn with_redis(mut self, persistence: &[&str]) -> Option<Env> {
+        let dir = self.dir.path().join("redis");
+        std::fs::create_dir_all(&dir).expect("redis dir");
+        let server = match RedisServer::start(dir, persistence) {
+            Ok(server) => server,
+            Err(e) => return unavailable("redis-server", &e),
+        };
+        self.broker_url = format!("redis://127.0.0.1:{}/0", server.port);
+        self.redis = Some(server);
+        Some(self)
+    }
+
+    /// This environment's own `redis-server`.
+    pub fn redis(&self) -> &RedisServer {
+        self.redis.as_ref().expect("an environment with Redis")
+    }
+
+    /// This environment's own `redis-server`, to kill or restart.
+    pub fn redis_mut(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("an environment with Redis")
     }
 
     /// Runs an operator command (`stock …`, `dlq …`) and returns its stdout.
@@ -190,8 +228,18 @@ fn sqlite(path: &str, sql: &str) -> rusqlite::Result<String> {
 pub enum Mode {
     SqliteDb,
     SqliteRabbitmq,
+    SqliteRedis,
     PostgresDb,
     PostgresRabbitmq,
+    PostgresRedis,
+}
+
+/// Which broker a mode runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    Db,
+    Rabbitmq,
+    Redis,
 }
 
 impl Mode {
@@ -203,11 +251,21 @@ impl Mode {
             Mode::SqliteRabbitmq => Env::sqlite_rabbitmq(),
             Mode::PostgresDb => Env::postgres(false),
             Mode::PostgresRabbitmq => Env::postgres(true),
+            Mode::SqliteRedis => Env::sqlite_redis(),
+            Mode::PostgresRedis => Env::postgres_redis(),
         }
     }
 
-    pub fn rabbitmq(self) -> bool {
-        matches!(self, Mode::SqliteRabbitmq | Mode::PostgresRabbitmq)
+    pub fn broker(self) -> Broker {
+        match self {
+            Mode::SqliteDb | Mode::PostgresDb => Broker::Db,
+            Mode::SqliteRabbitmq | Mode::PostgresRabbitmq => Broker::Rabbitmq,
+            Mode::SqliteRedis | Mode::PostgresRedis => Broker::Redis,
+        }
+    }
+
+    fn sqlite(self) -> bool {
+        matches!(self, Mode::SqliteDb | Mode::SqliteRabbitmq | Mode::SqliteRedis)
     }
 
     /// A fresh environment and the processes of this mode on it: on SQLite
@@ -215,16 +273,9 @@ impl Mode {
     /// service and the notifier each in its own.
     pub async fn start(self) -> Option<(Env, Deployment)> {
         let env = self.env()?;
-        let mut app = match self {
-            Mode::SqliteDb | Mode::SqliteRabbitmq => {
-                Deployment { api: Server::start(&env, "run", FLAGS).await, notifier: None, workers: Vec::new() }
-            }
-            Mode::PostgresDb | Mode::PostgresRabbitmq => {
-                let api = Server::start(&env, "api", FLAGS).await;
-                Deployment { api, notifier: None, workers: Vec::new() }
-            }
-        };
-        if matches!(self, Mode::PostgresDb | Mode::PostgresRabbitmq) {
+        let role = if self.sqlite() { "run" } else { "api" };
+        let mut app = Deployment { api: Server::start(&env, role, FLAGS).await, notifier: None, workers: Vec::new() };
+        if !self.sqlite() {
             app.add(&env, "inventory", &[]).await;
             app.add(&env, "notifier", &[]).await;
             app.notifier = Some(app.workers.len() - 1);
@@ -452,5 +503,92 @@ where
     while !check().await {
         assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The settings under which Redis loses nothing it acknowledged.
+pub const REDIS_DURABLE: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
+
+/// A `redis-server` this test started, on a port and in a directory of its
+/// own; it is killed (that process only) when dropped.
+pub struct RedisServer {
+    pub port: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` with `persistence` settings and waits until it answers.
+    pub fn start(dir: std::path::PathBuf, persistence: &[&str]) -> Result<RedisServer, String> {
+        match Command::new("redis-server").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => return Err(String::from_utf8_lossy(&o.stderr).into_owned()),
+            Err(e) => return Err(format!("redis-server is not installed ({e})")),
+        }
+        let port =
+            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let mut args: Vec<String> =
+            ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        args.extend(["--dir".to_owned(), dir.display().to_string()]);
+        args.extend(["--logfile".to_owned(), dir.join("redis.log").display().to_string()]);
+        args.extend(persistence.iter().map(|s| s.to_string()));
+        let mut server = RedisServer { port, dir, args, child: None };
+        server.restart()?;
+        Ok(server)
+    }
+
+    /// Starts the server again, same port, directory and settings.
+    pub fn restart(&mut self) -> Result<(), String> {
+        let child =
+            Command::new("redis-server").args(&self.args).stdout(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if self.try_cli(&["PING"]).is_ok_and(|out| out == "PONG") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("redis-server did not answer; see {}", self.dir.join("redis.log").display()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: Redis gets no chance to write anything more.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output();
+        match out {
+            Ok(o) if o.status.success() => Ok(String::from_utf8_lossy(&o.stdout).trim().to_owned()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Runs a command with `redis-cli` and returns its output (raw: one
+    /// value a line).
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args).unwrap_or_else(|e| panic!("redis-cli {args:?}: {e}"))
+    }
+
+    /// `XLEN stream`.
+    pub fn xlen(&self, stream: &str) -> u64 {
+        self.cli(&["XLEN", stream]).parse().expect("XLEN")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill9();
     }
 }

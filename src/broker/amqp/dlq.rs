@@ -69,6 +69,7 @@ pub(super) async fn list(channel: &Channel, limit: usize) -> Result<Vec<DeadLett
                 error,
                 failed_at: String::new(),
                 body: String::from_utf8_lossy(&d.data).into_owned(),
+                fields: None,
             });
         }
     }

@@ -201,6 +201,7 @@ pub(super) async fn dead_letters(client: &impl GenericClient, limit: usize) -> R
             error: r.get(4),
             failed_at: format_millis(r.get(5)),
             body: r.get(6),
+            fields: None,
         })
         .collect())
 }

@@ -285,6 +285,7 @@ pub(super) fn dead_letters(conn: &Connection, limit: usize) -> Result<Vec<DeadLe
                 error: r.get(4)?,
                 failed_at: format_millis(r.get(5)?),
                 body: String::from_utf8_lossy(&body).into_owned(),
+                fields: None,
             })
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
