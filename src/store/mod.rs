@@ -78,8 +78,7 @@ pub(crate) struct PreparedOrder {
 
 impl PreparedOrder {
     pub fn new(p: PlaceOrder) -> Self {
-        let mut items = String::with_capacity(64);
-        crate::domain::push_items_json(&mut items, &p.order.items);
+        let items = serde_json::to_string(&p.order.items).expect("items serialize");
         let customer_id = p.order.customer_id.as_str().to_owned();
         let placed = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
         let event = placed.to_json();
