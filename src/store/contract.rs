@@ -52,7 +52,8 @@ macro_rules! suite {
             multi_sku_orders_across_three_workers_keep_stock_consistent,
             duplicate_deliveries_reserve_once,
             poison_and_failing_messages_are_dead_lettered_and_replayed,
-            relays_publish_each_outbox_row_once
+            relays_publish_each_outbox_row_once,
+            statuses_are_read_together_and_their_moves_signalled
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -406,4 +407,36 @@ pub async fn relays_publish_each_outbox_row_once(db: &impl Fixture) {
     bodies.dedup();
     assert_eq!(bodies.len(), 40);
     assert_eq!(db.count("SELECT count(*) FROM messages").await, 0);
+}
+
+/// The live streams read the statuses of the orders they watch in one call,
+/// and hear when a commit moved any.
+pub async fn statuses_are_read_together_and_their_moves_signalled(db: &impl Fixture) {
+    let store = db.store();
+    store.set_stock("tea", 1).await.unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(store.place_order(order("c", &[("tea", 1)], None)).await.unwrap().id);
+    }
+    let unknown = OrderId::new();
+    let asked = [ids[2], unknown, ids[0], ids[1]];
+    let mut found = store.statuses(&asked).await.unwrap();
+    found.sort_by_key(|(id, _)| *id);
+    assert_eq!(found, ids.iter().map(|id| (*id, Status::Placed)).collect::<Vec<_>>(), "unknown ids are left out");
+
+    let mut signal = store.status_signal();
+    signal.borrow_and_update();
+    drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    assert!(signal.has_changed().unwrap(), "a commit that moved statuses is signalled");
+    let found: HashMap<OrderId, Status> = store.statuses(&ids).await.unwrap().into_iter().collect();
+    assert_eq!(found[&ids[0]], Status::Reserved);
+    assert_eq!((found[&ids[1]], found[&ids[2]]), (Status::Rejected, Status::Rejected));
+
+    // A batch that moves nothing (a repeat) is not signalled.
+    signal.borrow_and_update();
+    let body = db.text(&format!("SELECT body FROM messages WHERE queue = '{QUEUE_INVENTORY_EVENTS}' LIMIT 1")).await;
+    let event = Event::from_json(body.as_bytes()).unwrap();
+    let repeat = Event::new(EventType::OrderPlaced, event.order_id, CustomerId::parse("c").unwrap(), vec![], None);
+    assert_eq!(store.reserve("inventory", vec![repeat]).await.unwrap(), vec![Handled::Duplicate]);
+    assert!(!signal.has_changed().unwrap());
 }

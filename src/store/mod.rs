@@ -228,6 +228,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError>;
     async fn stats(&self) -> Result<PipelineStats, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// The current status of each of these orders that exists, in one read:
+    /// what the live streams poll when `status_signal` changes.
+    async fn statuses(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError>;
+    /// Changes after each commit that moved an order's status: this
+    /// process's, and (PostgreSQL, through NOTIFY) other processes'.
+    fn status_signal(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 /// The queue half of a database: what the `db` broker needs from the store.

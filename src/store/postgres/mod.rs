@@ -23,7 +23,7 @@ use super::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
     StockLevel, Store, StoreError,
 };
-use crate::domain::{Event, OrderId};
+use crate::domain::{Event, OrderId, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -53,6 +53,8 @@ pub struct PostgresStore {
     messages: watch::Receiver<u64>,
     /// Where this process's scans of the queue start.
     marks: queue::ScanMarks,
+    /// Bumped when statuses moved, here or (through NOTIFY) elsewhere.
+    statuses: Arc<watch::Sender<u64>>,
 }
 
 impl PostgresStore {
@@ -70,8 +72,9 @@ impl PostgresStore {
         let signal = Arc::new(signal);
         let (orders, rx) = mpsc::channel(ORDER_QUEUE);
         tokio::spawn(orders::run_writer(pool.clone(), rx, signal.clone()));
-        tokio::spawn(queue::listen(config, signal.clone()));
-        Ok(Self { pool, orders, signal, messages, marks: queue::ScanMarks::default() })
+        let statuses = Arc::new(watch::Sender::new(0));
+        tokio::spawn(queue::listen(config, signal.clone(), statuses.clone()));
+        Ok(Self { pool, orders, signal, messages, marks: queue::ScanMarks::default(), statuses })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -109,8 +112,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let handled = effects::reserve(&tx, consumer, &events).await?;
-        tx.commit().await.map_err(db_err)?;
-        if handled.contains(&Handled::Done) {
+        let moved = handled.contains(&Handled::Done);
+        self.commit_moved(tx, moved).await?;
+        if moved {
             bump(&self.signal);
         }
         Ok(handled)
@@ -120,7 +124,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let handled = effects::notify(&tx, consumer, &events).await?;
-        tx.commit().await.map_err(db_err)?;
+        self.commit_moved(tx, handled.contains(&Handled::Done)).await?;
         Ok(handled)
     }
 
@@ -142,6 +146,14 @@ impl Store for PostgresStore {
             Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
         })
         .await
+    }
+
+    async fn statuses(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError> {
+        bounded(async { orders::statuses(&self.client().await?, ids).await }).await
+    }
+
+    fn status_signal(&self) -> watch::Receiver<u64> {
+        self.statuses.subscribe()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -169,7 +181,7 @@ impl QueueStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let consumed = queue::consume(&tx, &self.marks, consumer, queue, effect, max, policy).await?;
-        tx.commit().await.map_err(db_err)?;
+        self.commit_moved(tx, !consumed.applied.is_empty()).await?;
         if effect == Effect::Reserve && !consumed.applied.is_empty() {
             bump(&self.signal);
         }
@@ -204,6 +216,21 @@ impl QueueStore for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    /// Commits a transaction of the services; when it moved statuses, the
+    /// live streams of every process hear of it (NOTIFY, delivered on commit).
+    async fn commit_moved(&self, tx: deadpool_postgres::Transaction<'_>, moved: bool) -> Result<(), StoreError> {
+        if moved {
+            tx.batch_execute(NOTIFY_STATUSES).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        if moved {
+            bump(&self.statuses);
+        }
+        Ok(())
+    }
+}
+
 /// Gives up on a read (or a small operator write) that PostgreSQL does not answer.
 async fn bounded<T>(work: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
     tokio::time::timeout(READ_TIMEOUT, work)
@@ -219,6 +246,8 @@ fn bump(signal: &watch::Sender<u64>) {
 /// Queues wake-ups for consumers in every process sharing this schema: the
 /// notification is delivered when (and only if) the transaction commits.
 const NOTIFY_MESSAGES: &str = "SELECT pg_notify('orderflow_messages', current_schema())";
+/// Tells the live streams of every process that statuses moved.
+const NOTIFY_STATUSES: &str = "SELECT pg_notify('orderflow_statuses', current_schema())";
 
 fn pool_err(e: PoolError) -> StoreError {
     match e {

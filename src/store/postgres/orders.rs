@@ -251,6 +251,22 @@ pub(super) async fn get(client: &impl GenericClient, id: OrderId) -> Result<Opti
     row.as_ref().map(order_from_row).transpose()
 }
 
+pub(super) async fn statuses(
+    client: &impl GenericClient,
+    ids: &[OrderId],
+) -> Result<Vec<(OrderId, Status)>, StoreError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let stmt = client.prepare_cached("SELECT id, status FROM orders WHERE id = ANY($1)").await.map_err(db_err)?;
+    let rows = client.query(&stmt, &[&ids]).await.map_err(db_err)?;
+    rows.iter()
+        .map(|r| {
+            let status: &str = r.get(1);
+            let status = status.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
+            Ok((OrderId::from_uuid(r.get(0)), status))
+        })
+        .collect()
+}
+
 /// Rows a listing by status alone examines for one page.
 pub(super) const STATUS_SCAN: i64 = 10_000;
 

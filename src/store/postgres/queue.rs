@@ -271,11 +271,16 @@ const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Bumps `signal` whenever a process sharing this schema queues messages,
 /// until the last receiver of the signal is gone.
-pub(super) async fn listen(config: tokio_postgres::Config, signal: Arc<watch::Sender<u64>>) {
+/// Also bumps `statuses` whenever one moves an order's status.
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    signal: Arc<watch::Sender<u64>>,
+    statuses: Arc<watch::Sender<u64>>,
+) {
     let mut backoff = LISTEN_FIRST_BACKOFF;
     loop {
         let result = tokio::select! {
-            result = listen_once(&config, &signal, &mut backoff) => result,
+            result = listen_once(&config, &signal, &statuses, &mut backoff) => result,
             _ = signal.closed() => return,
         };
         match result {
@@ -296,6 +301,7 @@ pub(super) async fn listen(config: tokio_postgres::Config, signal: Arc<watch::Se
 async fn listen_once(
     config: &tokio_postgres::Config,
     signal: &watch::Sender<u64>,
+    statuses: &watch::Sender<u64>,
     backoff: &mut Duration,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
@@ -303,7 +309,7 @@ async fn listen_once(
     // polling it is also how notifications arrive.
     let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
     let setup = async {
-        client.batch_execute("LISTEN orderflow_messages").await?;
+        client.batch_execute("LISTEN orderflow_messages; LISTEN orderflow_statuses").await?;
         let schema: Option<String> = client.query_one("SELECT current_schema()", &[]).await?.get(0);
         Ok::<_, tokio_postgres::Error>(schema.unwrap_or_default())
     };
@@ -316,11 +322,12 @@ async fn listen_once(
                 *backoff = LISTEN_FIRST_BACKOFF;
                 // Messages queued while nobody listened would otherwise wait for a poll.
                 bump(signal);
+                bump(statuses);
             }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {
                     if schema.as_deref().is_none_or(|s| s == n.payload()) {
-                        bump(signal);
+                        bump(if n.channel() == "orderflow_statuses" { statuses } else { signal });
                     }
                 }
                 Some(Ok(_)) => {}

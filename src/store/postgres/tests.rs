@@ -248,6 +248,12 @@ async fn other_processes_are_woken_through_notify() {
     stranger.store.place_order(order("c", &[("tea", 1)], None)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!signal.has_changed().unwrap());
+
+    // A status moved by this store reaches the other one's live streams.
+    let mut statuses = other.status_signal();
+    statuses.borrow_and_update();
+    drain(&*db.store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    tokio::time::timeout(Duration::from_secs(5), statuses.changed()).await.expect("told by NOTIFY").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -50,6 +50,8 @@ pub struct SqliteStore {
     messages: watch::Receiver<u64>,
     /// The events the writer queued lately, for this process's consumers.
     recent: Arc<recent::Recent>,
+    /// Bumped after each commit of this store that moved an order's status.
+    statuses: watch::Sender<u64>,
 }
 
 impl SqliteStore {
@@ -83,7 +85,8 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer::run(conn, rx, cx))
             .context("starting the SQLite writer thread")?;
-        Ok(Self { writer: tx, readers: Arc::new(ReadPool::new(opener)), messages, recent })
+        let statuses = watch::Sender::new(0);
+        Ok(Self { writer: tx, readers: Arc::new(ReadPool::new(opener)), messages, recent, statuses })
     }
 
     /// Runs `f` inside the next group commit and returns its result once the

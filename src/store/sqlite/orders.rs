@@ -130,6 +130,19 @@ pub(super) fn get(conn: &Connection, id: OrderId) -> Result<Option<OrderView>, S
     conn.prepare_cached(&sql).and_then(|mut s| s.query_row([&id], order_from_row).optional()).map_err(db_err)
 }
 
+pub(super) fn statuses(conn: &Connection, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError> {
+    let mut stmt = conn.prepare_cached("SELECT status FROM orders WHERE id = ?1").map_err(db_err)?;
+    let mut found = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let status: Option<String> = stmt.query_row([id.to_string()], |r| r.get(0)).optional().map_err(db_err)?;
+        if let Some(status) = status {
+            let status = status.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
+            found.push((id, status));
+        }
+    }
+    Ok(found)
+}
+
 pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<OrderPage, StoreError> {
     let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
     let mut args: Vec<String> = Vec::new();

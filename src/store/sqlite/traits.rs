@@ -2,7 +2,7 @@
 //! to the writer (group commit) or to a read connection.
 
 use super::{db_err, effects, orders, outcome, queue, Guard, Job, SqliteStore};
-use crate::domain::{now_millis, Event, OrderId};
+use crate::domain::{now_millis, Event, OrderId, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use crate::store::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
@@ -35,12 +35,16 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write_in_background(move |c| effects::reserve(c, &consumer, &events)).await
+        let handled = self.write_in_background(move |c| effects::reserve(c, &consumer, &events)).await?;
+        self.statuses_moved(handled.contains(&Handled::Done));
+        Ok(handled)
     }
 
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
-        self.write_in_background(move |c| effects::notify(c, &consumer, &events)).await
+        let handled = self.write_in_background(move |c| effects::notify(c, &consumer, &events)).await?;
+        self.statuses_moved(handled.contains(&Handled::Done));
+        Ok(handled)
     }
 
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError> {
@@ -70,6 +74,15 @@ impl Store for SqliteStore {
             Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
         })
         .await
+    }
+
+    async fn statuses(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| orders::statuses(c, &ids)).await
+    }
+
+    fn status_signal(&self) -> watch::Receiver<u64> {
+        self.statuses.subscribe()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -113,7 +126,9 @@ impl QueueStore for SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         let mut consumed = Consumed::default();
         for part in parts {
-            consumed.add(outcome(part).await?);
+            let part = outcome(part).await?;
+            self.statuses_moved(!part.applied.is_empty());
+            consumed.add(part);
         }
         Ok(consumed)
     }
@@ -148,5 +163,14 @@ impl QueueStore for SqliteStore {
         }
         self.write(move |c| queue::forget(c, &ids)).await?;
         Ok(batch.len())
+    }
+}
+
+impl SqliteStore {
+    /// Wakes the live streams after a commit that moved statuses.
+    fn statuses_moved(&self, moved: bool) {
+        if moved {
+            self.statuses.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
 }
