@@ -302,8 +302,10 @@ pub(super) async fn list(
 ) -> Result<Response, ApiError> {
     let Query(p) = params.map_err(|e| ApiError::BadRequest("invalid_query", e.body_text()))?;
     let bad = |e: ValidationError| ApiError::BadRequest(e.code, e.message);
-    let status = p.status.filter(|s| !s.is_empty()).map(|s| s.parse::<Status>()).transpose().map_err(bad)?;
-    let limit = match p.limit.filter(|s| !s.is_empty()) {
+    // An empty `status` or `limit` is refused like any other value that is
+    // not one (an empty `cursor` is the first page, as described).
+    let status = p.status.map(|s| s.parse::<Status>()).transpose().map_err(bad)?;
+    let limit = match p.limit {
         None => DEFAULT_PAGE,
         Some(s) => match s.parse::<usize>() {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => n,

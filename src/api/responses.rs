@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::link::{Link, LinkBuilder};
 use utoipa::openapi::response::{Response, ResponseBuilder};
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::{Ref, RefOr};
@@ -49,6 +50,14 @@ fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
     statuses.iter().map(|s| error(*s)).collect()
 }
 
+fn follow(operation_id: &str, description: &str) -> Link {
+    LinkBuilder::new()
+        .operation_id(operation_id)
+        .parameter("id", "$response.body#/order_id")
+        .description(description)
+        .build()
+}
+
 /// `202 Accepted`, with where to follow the order.
 pub(super) struct Accepted;
 
@@ -66,6 +75,10 @@ impl IntoResponses for Accepted {
                 "idempotent-replayed",
                 header(Type::String, "`true` when this answers a repeat of an earlier request with the same key."),
             )
+            // How to follow the order: tools that chain requests (and
+            // schema fuzzing's stateful phase) read these.
+            .link("GetOrder", follow("get_order", "The order, its status and history."))
+            .link("GetOrderStatus", follow("get_order_status", "The order's status, as older clients read it."))
             .build();
         BTreeMap::from([("202".to_owned(), RefOr::T(response))])
     }
