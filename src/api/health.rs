@@ -19,7 +19,9 @@ use std::time::Duration;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Liveness: `200` while the process answers. No I/O, and never shed, so it
+/// Liveness: is the process answering?
+///
+/// `200` while the process answers. It does no I/O and is never shed, so it
 /// answers even under overload.
 #[utoipa::path(
     get,
@@ -40,8 +42,10 @@ async fn check<E: std::fmt::Display>(f: impl std::future::Future<Output = Result
     }
 }
 
-/// Readiness: `200` when the store and the broker answer, `503` when one
-/// does not or while the process drains before it stops.
+/// Readiness: can this process take orders?
+///
+/// `200` when the store and the broker answer; `503` when one does not, or
+/// while the process drains before it stops.
 #[utoipa::path(
     get,
     path = "/ready",
@@ -69,7 +73,11 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// Prometheus metrics (docs/operations.md describes each).
+/// Prometheus metrics.
+///
+/// Orders accepted, events applied per service, orders per status, queued
+/// messages, dead letters and the SQLite writer's commits and time; the
+/// operator's guide (docs/operations.md) describes each.
 #[utoipa::path(
     get,
     path = "/metrics",

@@ -168,32 +168,48 @@ impl PartialSchema for OrderRequest {
 }
 impl ToSchema for OrderRequest {}
 
-/// `GET /order/get/{id}`: the id and status alone, as older clients read them.
+/// An order's id and status alone, as older clients read them.
 #[derive(serde::Serialize, ToSchema)]
 pub(super) struct OrderStatus {
     pub order_id: OrderId,
     pub status: Status,
 }
 
-/// `GET /health`.
+/// What `GET /health` answers.
 #[derive(ToSchema)]
-#[allow(dead_code)] // Describes a body written with `json!`.
+#[allow(dead_code)] // Describes a body written with `json!` in `health.rs`.
 pub(super) struct Health {
-    #[schema(value_type = String, pattern = "^ok$")]
-    status: String,
+    status: Alive,
 }
 
-/// `GET /ready`: ready, or why not.
 #[derive(ToSchema)]
-#[allow(dead_code)] // Describes a body written with `json!`.
-pub(super) struct Readiness {
-    /// `ready`, `unavailable` (a dependency is down) or `draining` (the process is stopping).
-    #[schema(pattern = "^(ready|unavailable|draining)$")]
-    status: String,
-    /// Each dependency's state; absent while draining.
-    checks: Option<Checks>,
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum Alive {
+    Ok,
 }
 
+/// What `GET /ready` answers: ready, or why not.
+#[derive(ToSchema)]
+#[allow(dead_code)] // Describes a body written with `json!` in `health.rs`.
+pub(super) struct Readiness {
+    /// `unavailable`: a dependency is down; `draining`: the process is stopping.
+    status: ReadyState,
+    /// Each dependency's state; absent while draining.
+    #[schema(required = false)]
+    checks: Checks,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum ReadyState {
+    Ready,
+    Unavailable,
+    Draining,
+}
+
+/// The state of the store and of the broker.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct Checks {
@@ -201,14 +217,22 @@ pub(super) struct Checks {
     broker: Check,
 }
 
+/// One dependency's state.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub(super) struct Check {
-    /// `ok` or `down`.
-    #[schema(pattern = "^(ok|down)$")]
-    status: String,
+    status: CheckState,
     /// Why it is down.
-    error: Option<String>,
+    #[schema(required = false)]
+    error: String,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum CheckState {
+    Ok,
+    Down,
 }
 
 /// The `Idempotency-Key` header of the routes that place an order.

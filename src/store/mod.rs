@@ -115,7 +115,7 @@ pub struct Transition {
     pub at: String,
 }
 
-/// An order as clients read it (the API describes it as `Order`).
+/// An order: who placed it, its items, where it is and how it got there.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 #[schema(as = Order)]
 pub struct OrderView {
