@@ -5,23 +5,62 @@
 //! `GET /order/get/{id}` answers just the id and status.
 
 use super::orders::{accept, parse_id};
+use super::responses::{Accepted, PlaceEmptyErrors, PlaceErrors, ReadErrors};
+use super::schema::{IdempotencyKeyHeader, OrderRequest, OrderStatus};
 use super::{ApiError, AppState};
-use crate::domain::{CustomerId, NewOrder};
+use crate::domain::{CustomerId, NewOrder, OrderId};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
+/// Place an order (the older clients' route; same as `POST /orders`).
+#[utoipa::path(
+    post,
+    path = "/order",
+    tag = "compatible",
+    operation_id = "place_order_compat",
+    params(IdempotencyKeyHeader),
+    request_body(content = OrderRequest, content_type = "application/json"),
+    responses(Accepted, PlaceErrors)
+)]
+pub(super) async fn create(
+    state: State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    super::orders::create(state, headers, body).await
+}
+
+/// Place an order with no items for the customer `anonymous` (no body).
+#[utoipa::path(
+    post,
+    path = "/order/place",
+    tag = "compatible",
+    operation_id = "place_empty_order",
+    params(IdempotencyKeyHeader),
+    responses(Accepted, PlaceEmptyErrors)
+)]
 pub(super) async fn place_empty(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let order = NewOrder::new(CustomerId::anonymous(), Vec::new())?;
     accept(&state, &headers, order).await
 }
 
+/// Read an order's id and status.
+#[utoipa::path(
+    get,
+    path = "/order/get/{id}",
+    tag = "compatible",
+    operation_id = "get_order_status",
+    params(("id" = OrderId, Path, description = "The order's id.")),
+    responses((status = 200, description = "The order's status.", body = OrderStatus), ReadErrors)
+)]
 pub(super) async fn get_status(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     match state.store.get_order(id).await? {
-        Some(order) => Ok(Json(json!({ "order_id": order.order_id, "status": order.status })).into_response()),
+        Some(order) => Ok(Json(OrderStatus { order_id: order.order_id, status: order.status }).into_response()),
         None => Err(ApiError::NotFound(format!("order {id} not found"))),
     }
 }

@@ -10,7 +10,71 @@ use crate::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
+
+/// Every `code` an error body can carry: the API's own and the domain's
+/// validation codes. The description lists them as an enum; debug builds
+/// (the tests, schema fuzzing) assert that every error answered is here.
+pub const ERROR_CODES: &[&str] = &[
+    // 400: a bad path, query, header or body encoding.
+    "malformed_json",
+    "unreadable_body",
+    "invalid_order_id",
+    "invalid_limit",
+    "invalid_status",
+    "invalid_cursor",
+    "invalid_query",
+    "invalid_idempotency_key",
+    // 404, 405, 408, 409, 413, 415.
+    "not_found",
+    "method_not_allowed",
+    "request_timeout",
+    "idempotency_key_reused",
+    "body_too_large",
+    "unsupported_media_type",
+    // 422: the order breaks a rule.
+    "missing_field",
+    "empty_items",
+    "too_many_items",
+    "ambiguous_items",
+    "invalid_sku",
+    "invalid_quantity",
+    "invalid_customer_id",
+    "invalid_field",
+    // 500, 503.
+    "internal",
+    "unavailable",
+    "outcome_unknown",
+    "overloaded",
+];
+
+/// The body of every error: `{"error":{"code","message"}}`.
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub(super) struct ErrorDetail<'a> {
+    /// Stable and machine readable.
+    #[schema(value_type = ErrorCode)]
+    code: &'a str,
+    /// For people; its wording may change.
+    message: String,
+}
+
+/// The `code` of an error body, as a schema.
+pub(super) struct ErrorCode;
+
+impl PartialSchema for ErrorCode {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new().schema_type(Type::String).enum_values(Some(ERROR_CODES.iter().copied())).into()
+    }
+}
+impl ToSchema for ErrorCode {}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -26,6 +90,8 @@ pub enum ApiError {
     BodyTimeout,
     #[error("{0}")]
     NotFound(String),
+    #[error("this route does not answer this method; the Allow header lists those it does")]
+    MethodNotAllowed,
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
     #[error("{0}")]
@@ -68,6 +134,7 @@ impl ApiError {
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
@@ -95,7 +162,8 @@ impl IntoResponse for ApiError {
             }
             other => other.to_string(),
         };
-        let mut response = (status, Json(json!({ "error": { "code": code, "message": message } }))).into_response();
+        debug_assert!(ERROR_CODES.contains(&code), "error code {code} is missing from ERROR_CODES");
+        let mut response = (status, Json(ErrorBody { error: ErrorDetail { code, message } })).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

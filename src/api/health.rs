@@ -6,6 +6,8 @@
 //! process drains before it stops, so one stops sending traffic to a replica
 //! that is about to close.
 
+use super::responses::Shed;
+use super::schema::{Health, NotReady, Readiness};
 use super::AppState;
 use crate::domain::Status;
 use axum::extract::State;
@@ -17,6 +19,17 @@ use std::time::Duration;
 
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Liveness: is the process answering?
+///
+/// `200` while the process answers. It does no I/O and is never shed, so it
+/// answers even under overload.
+#[utoipa::path(
+    get,
+    path = "/health",
+    tag = "operations",
+    operation_id = "health",
+    responses((status = 200, description = "The process answers.", body = Health))
+)]
 pub(super) async fn health() -> Response {
     Json(json!({ "status": "ok" })).into_response()
 }
@@ -29,6 +42,22 @@ async fn check<E: std::fmt::Display>(f: impl std::future::Future<Output = Result
     }
 }
 
+/// Readiness: can this process take orders?
+///
+/// `200` when the store and the broker answer; `503` when one does not, or
+/// while the process drains before it stops.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    tag = "operations",
+    operation_id = "ready",
+    responses(
+        (status = 200, description = "Ready to take orders.", body = Readiness),
+        (status = 503, description = "Not ready: a dependency is down (`checks` says which), the process is \
+            draining, or too many requests are in flight (then with the error body).",
+            body = NotReady, headers(("Retry-After" = u32, description = "Seconds to wait, when overloaded.")))
+    )
+)]
 pub(super) async fn ready(State(state): State<AppState>) -> Response {
     if state.draining.is_cancelled() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" }))).into_response();
@@ -44,6 +73,22 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// Prometheus metrics.
+///
+/// Orders accepted, events applied per service, orders per status, queued
+/// messages, dead letters and the SQLite writer's commits and time; the
+/// operator's guide (docs/operations.md) describes each.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    operation_id = "metrics",
+    responses(
+        (status = 200, description = "Metrics in the Prometheus text format.", body = String,
+            content_type = "text/plain"),
+        Shed
+    )
+)]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     if let Ok(stats) = state.store.stats().await {
         // Every status, so a count that drops to zero is not left at its last value.

@@ -2,9 +2,13 @@
 
 mod compat;
 mod connections;
+mod docs;
 mod error;
 mod health;
+mod openapi;
 mod orders;
+mod responses;
+mod schema;
 mod server;
 
 pub use error::ApiError;
@@ -14,7 +18,6 @@ use crate::broker::Broker;
 use crate::store::Store;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
 use axum::BoxError;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -24,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -41,6 +46,39 @@ pub struct AppState {
     pub clients: ClientLimits,
 }
 
+/// The routes behind the limit of requests in flight, each registered with
+/// its description (`openapi.rs`), so none can be served undescribed.
+fn limited_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
+        .routes(routes!(orders::create, orders::list))
+        .routes(routes!(orders::get))
+        .routes(routes!(compat::create))
+        .routes(routes!(compat::place_empty))
+        .routes(routes!(compat::get_status))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::serve))
+        .routes(routes!(docs::page))
+}
+
+/// The liveness check, outside the limit.
+fn unlimited_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(health::health))
+}
+
+/// The API's description: every route's, from its annotations.
+fn description() -> utoipa::openapi::OpenApi {
+    let (_, mut description) = limited_routes().split_for_parts();
+    description.merge(unlimited_routes().split_for_parts().1);
+    description
+}
+
+/// A known path asked with a method it does not answer: the JSON error, and
+/// axum adds the `Allow` header.
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
 /// The API. Every request but the liveness check counts against one limit
 /// of requests in flight for the whole process; past it a request is
 /// answered 503 with Retry-After at once, so clients back off and memory
@@ -49,16 +87,12 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let max_in_flight = state.max_in_flight;
     let body_timeout = state.clients.body_timeout;
-    let routes = Router::new()
-        .route("/orders", post(orders::create).get(orders::list))
-        .route("/orders/{id}", get(orders::get))
-        .route("/order", post(orders::create))
-        .route("/order/place", post(compat::place_empty))
-        .route("/order/get/{id}", get(compat::get_status))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
+    let (routes, _) = limited_routes().split_for_parts();
+    let routes = routes
+        .merge(docs::assets())
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
-        .with_state(state);
+        .with_state(state.clone());
     let limited = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async {
             metrics::counter!("orderflow_requests_shed_total").increment(1);
@@ -72,7 +106,8 @@ pub fn router(state: AppState) -> Router {
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .service(routes);
     // The liveness check answers even when the process is overloaded.
-    Router::new().route("/health", get(health::health)).fallback_service(limited)
+    let (unlimited, _) = unlimited_routes().split_for_parts();
+    unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in

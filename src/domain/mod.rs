@@ -12,7 +12,8 @@ mod reservation;
 
 pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 pub use order::{
-    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_ITEMS,
+    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_CUSTOMER_LEN,
+    MAX_IDEMPOTENCY_KEY_LEN, MAX_ITEMS, MAX_QUANTITY, MAX_SKU_LEN,
 };
 pub use reservation::{Rejection, Reservation, StockLeft};
 

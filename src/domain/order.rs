@@ -7,10 +7,14 @@ use uuid::Uuid;
 
 /// Most line items one order may carry.
 pub const MAX_ITEMS: usize = 100;
-const MAX_QUANTITY: u32 = 10_000;
-const MAX_SKU_LEN: usize = 64;
-const MAX_CUSTOMER_LEN: usize = 128;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// The largest quantity of one line.
+pub const MAX_QUANTITY: u32 = 10_000;
+/// Longest SKU, in characters, once trimmed.
+pub const MAX_SKU_LEN: usize = 64;
+/// Longest customer id, in characters, once trimmed.
+pub const MAX_CUSTOMER_LEN: usize = 128;
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 
 /// Why a piece of client input was refused. The `code` is stable and machine
 /// readable; the message is for people.
@@ -199,7 +203,7 @@ impl IdempotencyKey {
 }
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineItem {
     pub sku: Sku,
     pub quantity: Quantity,

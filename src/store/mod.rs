@@ -102,24 +102,35 @@ pub struct Placed {
     pub replayed: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One step of an order's history: the status it entered, and when.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Transition {
     pub status: Status,
+    /// Why the order was rejected (`unknown_sku:SKU`, `out_of_stock:SKU`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     pub reason: Option<String>,
+    #[schema(format = DateTime)]
     pub at: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// An order: who placed it, its items, where it is and how it got there.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[schema(as = Order)]
 pub struct OrderView {
     pub order_id: OrderId,
     pub customer_id: String,
     pub status: Status,
+    /// Why the order was rejected (`unknown_sku:SKU`, `out_of_stock:SKU`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false)]
     pub reason: Option<String>,
     pub items: Vec<LineItem>,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
+    /// Every status the order has had, oldest first, each with its time.
     pub history: Vec<Transition>,
 }
 

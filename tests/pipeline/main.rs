@@ -13,6 +13,7 @@ mod contract;
 mod drain;
 mod embedded;
 mod helpers;
+mod openapi;
 mod redis;
 mod slow_clients;
 mod validation;

@@ -91,6 +91,29 @@ async fn bad_orders_are_refused_and_store_nothing() {
             422,
             "missing_field",
         ),
+        // Every field given is checked, and each form's fields stand alone, as
+        // the description (docs/openapi.json) says.
+        (
+            "null field",
+            Some("application/json"),
+            br#"{"customer_id":"v","items":null,"item":"a","quantity":1}"#.to_vec(),
+            422,
+            "invalid_field",
+        ),
+        (
+            "quantity beside items",
+            Some("application/json"),
+            br#"{"customer_id":"v","items":[{"sku":"a","quantity":1}],"quantity":1}"#.to_vec(),
+            422,
+            "ambiguous_items",
+        ),
+        (
+            "bad user_id beside customer_id",
+            Some("application/json"),
+            br#"{"customer_id":"v","user_id":" ","items":[{"sku":"a","quantity":1}]}"#.to_vec(),
+            422,
+            "invalid_customer_id",
+        ),
         (
             "body over 64 KiB",
             Some("application/json"),
@@ -110,13 +133,14 @@ async fn bad_orders_are_refused_and_store_nothing() {
     assert_eq!((status, err["error"]["code"].as_str()), (400, Some("invalid_idempotency_key")));
     assert!(server.client.orders_of("v").await.is_empty(), "nothing was stored");
 
-    // The limits themselves are allowed.
-    for ok in [items(100), qty(json!(10000)), sku("s".repeat(64))] {
+    // The limits themselves are allowed, and a whole number written `2.0`
+    // is one, as JSON Schema counts it.
+    for ok in [items(100), qty(json!(10000)), sku("s".repeat(64)), qty(json!(2.0))] {
         let (status, body) =
             send(&server, Some("application/json; charset=utf-8"), ok.to_string().into_bytes(), None).await;
         assert_eq!(status, 202, "{body}");
     }
-    assert_eq!(server.client.orders_of("v").await.len(), 3);
+    assert_eq!(server.client.orders_of("v").await.len(), 4);
 }
 
 #[tokio::test]
@@ -132,6 +156,8 @@ async fn bad_reads_are_4xx() {
         ("/orders?limit=1001", 400, "invalid_limit"),
         ("/orders?limit=ten", 400, "invalid_limit"),
         ("/orders?status=shipped", 400, "invalid_status"),
+        ("/orders?status=", 400, "invalid_status"),
+        ("/orders?limit=", 400, "invalid_limit"),
         ("/orders?cursor=garbage", 400, "invalid_cursor"),
         ("/nowhere", 404, "not_found"),
     ];
