@@ -144,7 +144,16 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     if roles.api {
         let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
         let addr = listener.local_addr()?;
+        let live = crate::live::Hub::new(store.clone(), args.max_streams);
+        tasks.spawn({
+            let (live, stop) = (live.clone(), stop.clone());
+            async move {
+                live.run(stop).await;
+                Ok(())
+            }
+        });
         let state = AppState {
+            live,
             store: store.clone(),
             broker: broker.clone(),
             metrics: crate::telemetry::metrics_handle(),

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// answered 503 with Retry-After.
     #[arg(long, env = "ORDERFLOW_MAX_IN_FLIGHT", default_value_t = 2048)]
     pub max_in_flight: usize,
+    /// Live streams (`GET /orders/{id}/events`) the API serves at once; more
+    /// are answered 503 with Retry-After.
+    #[arg(long, env = "ORDERFLOW_MAX_STREAMS", default_value_t = 2048)]
+    pub max_streams: usize,
     /// Leave the outbox to a separate `orderflow relay` (for `api` and `run`).
     #[arg(long, env = "ORDERFLOW_WITHOUT_RELAY")]
     pub without_relay: bool,

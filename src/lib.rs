@@ -13,7 +13,7 @@
 //! - [`store`]: the `Store` and `QueueStore` traits; SQLite and PostgreSQL.
 //! - [`broker`]: the `Broker` trait; the `db` broker and RabbitMQ.
 //! - [`services`]: the inventory service, the notifier and the outbox relay.
-//! - [`api`]: the HTTP API.
+//! - [`api`]: the HTTP API; [`live`]: what its live streams watch.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
 
 pub mod api;
@@ -21,6 +21,7 @@ pub mod app;
 pub mod broker;
 pub mod config;
 pub mod domain;
+pub mod live;
 pub mod messaging;
 pub mod ops;
 pub mod services;

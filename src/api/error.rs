@@ -28,6 +28,7 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_cursor",
     "invalid_query",
     "invalid_idempotency_key",
+    "invalid_last_event_id",
     // 404, 405, 408, 409, 413, 415.
     "not_found",
     "method_not_allowed",
@@ -49,6 +50,7 @@ pub const ERROR_CODES: &[&str] = &[
     "unavailable",
     "outcome_unknown",
     "overloaded",
+    "too_many_streams",
 ];
 
 /// The body of every error: `{"error":{"code","message"}}`.
@@ -100,6 +102,8 @@ pub enum ApiError {
     OutcomeUnknown(String),
     #[error("too many requests in flight; retry later")]
     Overloaded,
+    #[error("this process serves as many live streams as it may; retry later, or on another replica")]
+    TooManyStreams,
     #[error(transparent)]
     Internal(anyhow::Error),
 }
@@ -139,6 +143,7 @@ impl ApiError {
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
+            ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

@@ -4,6 +4,7 @@ mod compat;
 mod connections;
 mod docs;
 mod error;
+mod events;
 mod health;
 mod openapi;
 mod orders;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub draining: CancellationToken,
     /// How long clients may take and how many connections they may hold.
     pub clients: ClientLimits,
+    /// The orders this process's live streams watch.
+    pub live: Arc<crate::live::Hub>,
 }
 
 /// The routes behind the limit of requests in flight, each registered with
@@ -52,6 +55,7 @@ fn limited_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(orders::create, orders::list))
         .routes(routes!(orders::get))
+        .routes(routes!(events::order_events))
         .routes(routes!(compat::create))
         .routes(routes!(compat::place_empty))
         .routes(routes!(compat::get_status))

@@ -33,8 +33,9 @@ fn error(status: u16) -> (String, RefOr<Response>) {
         500 => "An unexpected failure (`internal`), logged by the server.",
         503 => {
             "Too many requests in flight (`overloaded`), the store is unreachable or its queue is full \
-             (`unavailable`), or a commit's outcome is unknown (`outcome_unknown`): retry after `Retry-After` \
-             seconds, a `POST` with the same `Idempotency-Key`."
+             (`unavailable`), a commit's outcome is unknown (`outcome_unknown`), or the process serves as \
+             many live streams as it may (`too_many_streams`): retry after `Retry-After` seconds, a `POST` \
+             with the same `Idempotency-Key`."
         }
         _ => unreachable!("no description for {status}"),
     };
@@ -106,6 +107,15 @@ impl IntoResponses for PlaceEmptyErrors {
 pub(super) struct ReadErrors;
 
 impl IntoResponses for ReadErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[400, 404, 500, 503])
+    }
+}
+
+/// What opening an order's live stream can answer besides `200`.
+pub(super) struct StreamErrors;
+
+impl IntoResponses for StreamErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         errors(&[400, 404, 500, 503])
     }

@@ -11,7 +11,7 @@
 //! imports `broker`.
 
 #[cfg(test)]
-mod contract;
+pub(crate) mod contract;
 mod postgres;
 mod sqlite;
 

@@ -33,6 +33,7 @@ impl Pipeline {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = AppState {
+            live: orderflow::live::Hub::new(store.clone(), 16),
             store: store.clone(),
             broker: broker.clone(),
             metrics: None,

@@ -38,6 +38,7 @@ in_every_mode!(
     duplicates_and_poison,
     a_failing_event_beside_a_good_one,
     dead_letters_are_replayed,
+    live_status,
 );
 
 fn statuses(order: &Value) -> Vec<String> {
@@ -379,4 +380,30 @@ async fn dead_letters_are_replayed(mode: Mode) {
     assert_eq!(done[0]["status"], "completed");
     eventually(SETTLE, "the dead-letter queue empty", || async { env.dead_letters().is_empty() }).await;
     assert_eq!(env.stock("burger"), (99, 1));
+}
+
+/// An order's stream shows each of its statuses once, numbered, and ends
+/// after the last; `Last-Event-ID` resumes after the one named.
+async fn live_status(mode: Mode) {
+    let Some((env, app)) = mode.start().await else { return };
+    let api = app.client();
+    env.set_stock("tea", 5);
+    let id = api.place(&order("watcher", &[("tea", 1)])).await;
+    let seen = api.events(&id, None).await.rest(SETTLE).await;
+    let statuses: Vec<&str> = seen.iter().map(|e| e.data["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["placed", "reserved", "completed"]);
+    assert_eq!(seen.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+    let resumed = api.events(&id, Some("1")).await.rest(SETTLE).await;
+    assert_eq!(resumed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["2", "3"]);
+    assert!(api.events(&id, Some("3")).await.rest(SETTLE).await.is_empty(), "nothing after the last");
+
+    let rejected = api.place(&order("watcher", &[("caviar", 1)])).await;
+    let seen = api.events(&rejected, None).await.rest(SETTLE).await;
+    assert_eq!(seen.last().unwrap().data["status"], "rejected");
+    assert_eq!(seen.last().unwrap().data["reason"], "unknown_sku:caviar");
+
+    let (status, body) = api.get(&format!("/orders/{}/events", uuid::Uuid::now_v7())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    let bad = api.http.get(api.url(&format!("/orders/{id}/events"))).header("Last-Event-ID", "x").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
 }

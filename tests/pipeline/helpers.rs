@@ -472,6 +472,18 @@ impl Client {
         done
     }
 
+    /// Opens `GET /orders/{id}/events`, resuming after `last` when given.
+    pub async fn events(&self, id: &str, last: Option<&str>) -> EventStream {
+        let mut request = self.http.get(self.url(&format!("/orders/{id}/events")));
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        let response = request.send().await.expect("GET events");
+        assert_eq!(response.status(), 200, "opening the stream of {id}");
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        EventStream { response, buffer: String::new() }
+    }
+
     /// Every order of a customer, following the cursor.
     pub async fn orders_of(&self, customer: &str) -> Vec<Value> {
         self.list(&format!("customer_id={customer}"), 1000).await
@@ -490,6 +502,71 @@ impl Client {
                 None => return all,
             }
         }
+    }
+}
+
+/// Lets this process hold `n` descriptors, if the hard limit allows: a soft
+/// limit of 1024 is common, and the tests running beside this one need some.
+pub fn allow_descriptors(n: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current.is_some_and(|current| current < n) {
+        limit.current = Some(limit.maximum.map_or(n, |max| max.min(n)));
+        let _ = setrlimit(Resource::Nofile, limit);
+    }
+}
+
+/// The resident anonymous memory of a process, in KiB (`RssAnon`).
+pub fn rss_anon_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the process's status");
+    let line = status.lines().find(|l| l.starts_with("RssAnon:")).expect("RssAnon");
+    line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("a number of KiB")
+}
+
+/// One Server-Sent Events stream, read event by event.
+pub struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+/// One event: its `id` and its data, parsed as JSON.
+#[derive(Debug)]
+pub struct SseEvent {
+    pub id: String,
+    pub data: Value,
+}
+
+impl EventStream {
+    /// The next event, or `None` once the server ended the stream; fails
+    /// when nothing arrives within `patience` (heartbeat comments do not count).
+    pub async fn next(&mut self, patience: Duration) -> Option<SseEvent> {
+        let deadline = Instant::now() + patience;
+        loop {
+            while let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let field =
+                    |name: &str| block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_owned()));
+                if let Some(data) = field("data:") {
+                    let data = serde_json::from_str(&data).expect("JSON data");
+                    return Some(SseEvent { id: field("id:").unwrap_or_default(), data });
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left, self.response.chunk()).await;
+            match chunk.unwrap_or_else(|_| panic!("no event within {patience:?}")).expect("reading the stream") {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).expect("UTF-8")),
+                None => return None,
+            }
+        }
+    }
+
+    /// Every event until the server ends the stream.
+    pub async fn rest(&mut self, patience: Duration) -> Vec<SseEvent> {
+        let mut events = Vec::new();
+        while let Some(event) = self.next(patience).await {
+            events.push(event);
+        }
+        events
     }
 }
 

@@ -5,6 +5,7 @@
 //! broker (`helpers::Mode`); `embedded` holds what the one-process SQLite
 //! mode does on its own (kill -9 and SIGTERM under load, overload, health);
 //! `redis` what is particular to Redis Streams as the broker.
+//! `events` follows orders live over Server-Sent Events.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
@@ -12,6 +13,7 @@
 mod contract;
 mod drain;
 mod embedded;
+mod events;
 mod helpers;
 mod openapi;
 mod redis;

@@ -3,7 +3,7 @@
 //! nor hold their connections for ever, and a clean shutdown still answers
 //! what it has begun.
 
-use crate::helpers::{order, Env, Server};
+use crate::helpers::{allow_descriptors, order, Env, Server};
 use serde_json::Value;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,17 +22,6 @@ fn addr(server: &Server) -> String {
 
 fn open_descriptors(server: &Server) -> usize {
     std::fs::read_dir(format!("/proc/{}/fd", server.pid())).expect("the server's /proc entry").count()
-}
-
-/// Lets this process hold `n` descriptors, if the hard limit allows: a soft
-/// limit of 1024 is common, and the tests running beside this one need some.
-fn allow_descriptors(n: u64) {
-    use rustix::process::{getrlimit, setrlimit, Resource};
-    let mut limit = getrlimit(Resource::Nofile);
-    if limit.current.is_some_and(|current| current < n) {
-        limit.current = Some(limit.maximum.map_or(n, |max| max.min(n)));
-        let _ = setrlimit(Resource::Nofile, limit);
-    }
 }
 
 /// Whether the server has closed `stream`: a read sees the end or a reset
