@@ -11,17 +11,27 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 pub(super) async fn place_empty(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
     let order = NewOrder::new(CustomerId::anonymous(), Vec::new())?;
     accept(&state, &headers, order).await
 }
 
+/// What `GET /order/get/{id}` answers, taken from the order's JSON.
+#[derive(serde::Deserialize, serde::Serialize)]
+struct IdAndStatus {
+    order_id: String,
+    status: String,
+}
+
 pub(super) async fn get_status(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    match state.store.get_order(id).await? {
-        Some(order) => Ok(Json(json!({ "order_id": order.order_id, "status": order.status })).into_response()),
+    match super::read::order_json(&state, id).await? {
+        Some(json) => {
+            let order: IdAndStatus =
+                serde_json::from_str(&json).map_err(|e| ApiError::Internal(anyhow::anyhow!("an order's JSON: {e}")))?;
+            Ok(Json(order).into_response())
+        }
         None => Err(ApiError::NotFound(format!("order {id} not found"))),
     }
 }

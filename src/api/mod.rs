@@ -5,12 +5,14 @@ mod connections;
 mod error;
 mod health;
 mod orders;
+mod read;
 mod server;
 
 pub use error::ApiError;
 pub use server::ClientLimits;
 
 use crate::broker::Broker;
+use crate::cache::OrderCache;
 use crate::store::Store;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -30,6 +32,8 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
+    /// Single orders are read through it when there is one (`--cache-url`).
+    pub cache: Option<OrderCache>,
     /// Renders `/metrics`; absent when another recorder is installed.
     pub metrics: Option<PrometheusHandle>,
     /// Requests handled at once; more are refused with 503 at once.

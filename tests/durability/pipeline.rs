@@ -35,6 +35,7 @@ impl Pipeline {
         let state = AppState {
             store: store.clone(),
             broker: broker.clone(),
+            cache: None,
             metrics: None,
             max_in_flight: 1024,
             draining: CancellationToken::new(),
@@ -46,8 +47,11 @@ impl Pipeline {
             },
         };
         tasks.spawn(api::serve(listener, state, shutdown.clone()));
-        let settings =
-            WorkerSettings { batch_size: 64, retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) } };
+        let settings = WorkerSettings {
+            batch_size: 64,
+            retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) },
+            cache: None,
+        };
         for service in [Service::Inventory, Service::Notifier] {
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
         }
