@@ -10,6 +10,7 @@
 
 use crate::api::{self, AppState};
 use crate::broker::{AmqpBroker, Broker, DbBroker, RedisBroker, RedisSettings};
+use crate::cache::{CacheSettings, OrderCache};
 use crate::config::{Common, ServeArgs};
 use crate::messaging::{BrokerError, RetryPolicy};
 use crate::services::{self, Service, WorkerSettings};
@@ -136,6 +137,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         Err(e) => tracing::warn!(error = %e, "the broker is not reachable yet; the roles will retry"),
         Ok(()) => {}
     }
+    let cache = open_cache(common)?;
     // The roles stop on this token rather than on the request itself, so
     // that with the API it fires only once the drain is over.
     let stop = CancellationToken::new();
@@ -156,6 +158,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             live,
             store: store.clone(),
             broker: broker.clone(),
+            cache: cache.clone(),
             metrics: crate::telemetry::metrics_handle(),
             max_in_flight: args.max_in_flight,
             draining: draining.clone(),
@@ -174,6 +177,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     let settings = WorkerSettings {
         batch_size: args.batch_size as usize,
         retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
+        cache,
     };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, stop.clone()));
@@ -211,6 +215,16 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// The order cache `--cache-url` names, if any. Only a URL that cannot be
+/// read stops the process; a cache that is down is skipped until it answers.
+fn open_cache(common: &Common) -> anyhow::Result<Option<OrderCache>> {
+    let Some(url) = common.cache_url.as_deref().filter(|url| !url.is_empty()) else {
+        return Ok(None);
+    };
+    let settings = CacheSettings { timeout: common.cache_timeout(), ..CacheSettings::default() };
+    Ok(Some(OrderCache::new(url, settings)?))
 }
 
 /// The API's drain, once `/ready` answers 503: every request is still served
@@ -293,6 +307,8 @@ mod tests {
             allow_volatile_broker: false,
             redis_claim_idle_ms: 30_000,
             redis_trim_interval_ms: 1_000,
+            cache_url: None,
+            cache_timeout_ms: 50,
             log_format: LogFormat::Text,
         }
     }

@@ -48,6 +48,18 @@ pub struct Common {
     /// entries every consumer group has acknowledged).
     #[arg(long, env = "ORDERFLOW_REDIS_TRIM_INTERVAL_MS", default_value_t = 1_000, global = true, value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
     pub redis_trim_interval_ms: u64,
+    /// A Redis that caches single orders for `GET /orders/{id}`
+    /// (`redis://…`, `rediss://…`); unset: no cache. Every role that reads
+    /// orders or changes their status needs it: the API reads through it, the
+    /// inventory service and the notifier tell it of each status change. It
+    /// need not persist (no broker check is run on it).
+    #[arg(long, env = "ORDERFLOW_CACHE_URL", global = true)]
+    pub cache_url: Option<String>,
+    /// Milliseconds one cache call may take; slower, or failed, it counts as
+    /// an error, the store answers instead, and the cache is skipped for a
+    /// second.
+    #[arg(long, env = "ORDERFLOW_CACHE_TIMEOUT_MS", default_value_t = 50, global = true, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub cache_timeout_ms: u64,
     /// Log format.
     #[arg(long, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -60,6 +72,10 @@ impl Common {
 
     pub fn redis_trim_interval(&self) -> Duration {
         Duration::from_millis(self.redis_trim_interval_ms)
+    }
+
+    pub fn cache_timeout(&self) -> Duration {
+        Duration::from_millis(self.cache_timeout_ms)
     }
 }
 

@@ -14,11 +14,13 @@
 //! - [`broker`]: the `Broker` trait; the `db` broker and RabbitMQ.
 //! - [`services`]: the inventory service, the notifier and the outbox relay.
 //! - [`api`]: the HTTP API; [`live`]: what its live streams watch.
+//! - [`cache`]: the optional Redis cache of single orders.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
 
 pub mod api;
 pub mod app;
 pub mod broker;
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod live;

@@ -59,8 +59,13 @@ pub(super) async fn place_empty(State(state): State<AppState>, headers: HeaderMa
 )]
 pub(super) async fn get_status(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    match state.store.get_order(id).await? {
-        Some(order) => Ok(Json(OrderStatus { order_id: order.order_id, status: order.status }).into_response()),
+    // The order's JSON (from the cache, or the store), whose id and status are the answer.
+    match super::read::order_json(&state, id).await? {
+        Some(json) => {
+            let order: OrderStatus =
+                serde_json::from_str(&json).map_err(|e| ApiError::Internal(anyhow::anyhow!("an order's JSON: {e}")))?;
+            Ok(Json(order).into_response())
+        }
         None => Err(ApiError::NotFound(format!("order {id} not found"))),
     }
 }

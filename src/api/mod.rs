@@ -8,6 +8,7 @@ mod events;
 mod health;
 mod openapi;
 mod orders;
+mod read;
 mod responses;
 mod schema;
 mod server;
@@ -16,6 +17,7 @@ pub use error::ApiError;
 pub use server::ClientLimits;
 
 use crate::broker::Broker;
+use crate::cache::OrderCache;
 use crate::store::Store;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
@@ -36,6 +38,8 @@ use utoipa_axum::routes;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub broker: Arc<dyn Broker>,
+    /// Single orders are read through it when there is one (`--cache-url`).
+    pub cache: Option<OrderCache>,
     /// Renders `/metrics`; absent when another recorder is installed.
     pub metrics: Option<PrometheusHandle>,
     /// Requests handled at once; more are refused with 503 at once.

@@ -253,8 +253,8 @@ pub(super) fn parse_id(raw: &str) -> Result<OrderId, ApiError> {
 )]
 pub(super) async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    match state.store.get_order(id).await? {
-        Some(order) => Ok(Json(order).into_response()),
+    match super::read::order_json(&state, id).await? {
+        Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
         None => Err(ApiError::NotFound(format!("order {id} not found"))),
     }
 }

@@ -169,7 +169,7 @@ impl PartialSchema for OrderRequest {
 impl ToSchema for OrderRequest {}
 
 /// An order's id and status alone, as older clients read them.
-#[derive(serde::Serialize, ToSchema)]
+#[derive(serde::Serialize, serde::Deserialize, ToSchema)]
 pub(super) struct OrderStatus {
     pub order_id: OrderId,
     pub status: Status,

@@ -282,6 +282,18 @@ impl Status {
     pub fn is_terminal(self) -> bool {
         matches!(self, Status::Completed | Status::Rejected)
     }
+
+    /// How many moves the order has made since it was placed. Every allowed
+    /// move goes exactly one step up, so of two statuses one order has had,
+    /// the one with the higher step is the newer: what lets a copy of an
+    /// order (the cache) refuse an older one.
+    pub fn step(self) -> u8 {
+        match self {
+            Status::Placed => 0,
+            Status::Reserved | Status::Rejected => 1,
+            Status::Completed => 2,
+        }
+    }
 }
 
 impl FromStr for Status {
@@ -370,6 +382,9 @@ mod tests {
             }
             if from.is_terminal() {
                 assert!(Status::ALL.iter().all(|to| !from.can_become(*to)), "{from} is terminal");
+            }
+            for to in Status::ALL.into_iter().filter(|to| from.can_become(*to)) {
+                assert_eq!(to.step(), from.step() + 1, "{from} -> {to} is one step");
             }
         }
     }

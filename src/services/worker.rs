@@ -15,10 +15,13 @@
 //! down, so an outage does not burn delivery attempts.
 //!
 //! Either way a failure backs off, doubling the pause up to a few seconds.
+//! After each commit the orders whose status it changed are announced to the
+//! order cache, when there is one (`crate::cache`).
 
 use super::Service;
 use crate::broker::{Broker, Delivery, Settle, Subscription};
-use crate::domain::Event;
+use crate::cache::OrderCache;
+use crate::domain::{Event, EventType, Status};
 use crate::messaging::RetryPolicy;
 use crate::store::{Database, Effect, Handled, Store, StoreError};
 use std::sync::Arc;
@@ -31,11 +34,13 @@ pub struct WorkerSettings {
     /// SQLite store applies them in parts of its own).
     pub batch_size: usize,
     pub retry: RetryPolicy,
+    /// Told of each status change after its commit (`--cache-url`).
+    pub cache: Option<OrderCache>,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { batch_size: 512, retry: RetryPolicy::default() }
+        Self { batch_size: 512, retry: RetryPolicy::default(), cache: None }
     }
 }
 
@@ -97,6 +102,7 @@ async fn run_in_store(
         match consumed {
             Ok(batch) => {
                 backoff = FIRST_BACKOFF;
+                announce(settings.cache.as_ref(), service, &batch.applied).await;
                 if service == Service::Notifier {
                     batch.applied.iter().for_each(log_notification);
                 }
@@ -191,6 +197,7 @@ async fn run_subscribed(
             if stopping {
                 break;
             }
+            let applied_before = applied.len();
             for (tag, events) in messages {
                 // A message is redelivered whole if any of its events must be
                 // tried again; the ones applied now are skipped as duplicates then.
@@ -207,6 +214,7 @@ async fn run_subscribed(
                 }
                 settled.push((*tag, settle));
             }
+            announce(settings.cache.as_ref(), service, &applied[applied_before..]).await;
             // Settle as each transaction commits, so the broker can deliver
             // more while the rest of the batch is applied.
             settle(subscription.as_mut(), std::mem::take(&mut settled), &mut backoff, service).await;
@@ -237,6 +245,26 @@ async fn settle(
     match subscription.settle(settled).await {
         Ok(()) => *backoff = FIRST_BACKOFF,
         Err(e) => tracing::warn!(service = service.name(), error = %e, "settling failed; the broker redelivers"),
+    }
+}
+
+/// Tells the cache which orders `applied` (just committed) moved on from
+/// which status. Best effort: a failure is counted by the cache, and the
+/// entry it leaves expires (`cache::FRESH_FOR`).
+async fn announce(cache: Option<&OrderCache>, service: Service, applied: &[Event]) {
+    let Some(cache) = cache else { return };
+    let moved = applied.iter().filter_map(|e| status_left(service, e.event_type).map(|left| (e.order_id, left)));
+    cache.moved_past(moved).await;
+}
+
+/// The status an order leaves when `service` applies an event of this type:
+/// the inventory service decides placed orders, the notifier completes
+/// reserved ones (a rejection it only reports).
+fn status_left(service: Service, event: EventType) -> Option<Status> {
+    match (service, event) {
+        (Service::Inventory, EventType::OrderPlaced) => Some(Status::Placed),
+        (Service::Notifier, EventType::InventoryReserved) => Some(Status::Reserved),
+        _ => None,
     }
 }
 

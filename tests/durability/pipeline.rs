@@ -36,6 +36,7 @@ impl Pipeline {
             live: orderflow::live::Hub::new(store.clone(), 16),
             store: store.clone(),
             broker: broker.clone(),
+            cache: None,
             metrics: None,
             max_in_flight: 1024,
             draining: CancellationToken::new(),
@@ -47,8 +48,11 @@ impl Pipeline {
             },
         };
         tasks.spawn(api::serve(listener, state, shutdown.clone()));
-        let settings =
-            WorkerSettings { batch_size: 64, retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) } };
+        let settings = WorkerSettings {
+            batch_size: 64,
+            retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) },
+            cache: None,
+        };
         for service in [Service::Inventory, Service::Notifier] {
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));
         }
