@@ -4,7 +4,9 @@
 //! `contract` holds what every mode promises and runs it on every store and
 //! broker (`helpers::Mode`); `embedded` holds what the one-process SQLite
 //! mode does on its own (kill -9 and SIGTERM under load, overload, health);
-//! `redis` what is particular to Redis Streams as the broker.
+//! `redis` what is particular to Redis Streams as the broker, and
+//! `redis_upkeep` how it copes over a long life (retries, a Redis restarted
+//! with other settings, workers that come and go).
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
@@ -14,5 +16,6 @@ mod drain;
 mod embedded;
 mod helpers;
 mod redis;
+mod redis_upkeep;
 mod slow_clients;
 mod validation;
