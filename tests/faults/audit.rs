@@ -6,7 +6,7 @@ use crate::load::Tally;
 use std::time::{Duration, Instant};
 
 pub struct Row {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub sent: usize,
     pub accepted: usize,
     pub client_errors: usize,
@@ -58,7 +58,7 @@ pub async fn wait_idle(env: &Env, timeout: Duration) {
 
 pub fn audit(
     env: &Env,
-    scenario: &'static str,
+    scenario: String,
     tally: &Tally,
     skus: &[String],
     initial: i64,
