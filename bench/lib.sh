@@ -25,3 +25,21 @@ cpu_steal() { awk '$1 == "cpu" {t = 0; for (i = 2; i <= 9; i++) t += $i; print $
 
 # steal_pct "S0 T0" "S1 T1": the share of CPU time stolen between two snapshots.
 steal_pct() { echo "$1 $2" | awk '{printf "%.0f %%", ($4 > $2 ? ($3 - $1) * 100 / ($4 - $2) : 0)}'; }
+
+# start_redis DIR: starts a redis-server of this run's own on a free port, its
+# data in DIR, appending every write to its file and syncing it before it
+# answers (what orderflow requires of a Redis broker), no snapshots; sets
+# REDIS_PID and REDIS_PORT once it answers.
+start_redis() {
+  local dir="$1"
+  mkdir -p "$dir"
+  REDIS_PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --daemonize no \
+    --appendonly yes --appendfsync always --save "" --logfile "$dir/redis.log" &
+  REDIS_PID=$!
+  for _ in $(seq 100); do
+    [ "$(redis-cli -p "$REDIS_PORT" PING 2>/dev/null)" = PONG ] && return 0
+    sleep 0.1
+  done
+  echo "redis-server did not start" >&2; cat "$dir/redis.log" >&2; exit 1
+}

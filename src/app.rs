@@ -81,8 +81,15 @@ impl ConnectError {
     }
 }
 
-/// Opens the store and the broker the URLs name.
+/// Opens the store and the broker the URLs name, for the operator's tools:
+/// they consume nothing, so the retry policy's first delay is left as is.
 pub async fn connect(common: &Common) -> Result<(Arc<dyn Database>, Arc<dyn Broker>), ConnectError> {
+    open(common, RetryPolicy { max_attempts: common.max_attempts, ..RetryPolicy::default() }).await
+}
+
+/// Opens the store and the broker the URLs name; a broker that retries
+/// deliveries itself (Redis) follows `retry`, as the workers do.
+pub async fn open(common: &Common, retry: RetryPolicy) -> Result<(Arc<dyn Database>, Arc<dyn Broker>), ConnectError> {
     let store = store::open(&common.database_url).await?;
     let broker: Arc<dyn Broker> = match common.broker_url.as_str() {
         "db" => Arc::new(DbBroker::new(store.clone())),
@@ -91,7 +98,7 @@ pub async fn connect(common: &Common) -> Result<(Arc<dyn Database>, Arc<dyn Brok
         }
         url if url.starts_with("redis://") || url.starts_with("rediss://") => {
             let settings = RedisSettings {
-                retry: RetryPolicy { max_attempts: common.max_attempts, ..RetryPolicy::default() },
+                retry,
                 claim_idle: common.redis_claim_idle(),
                 trim_interval: common.redis_trim_interval(),
                 allow_volatile: common.allow_volatile_broker,
@@ -108,11 +115,12 @@ pub async fn connect(common: &Common) -> Result<(Arc<dyn Database>, Arc<dyn Brok
 /// Returns `None` if shutdown comes first; a bad URL fails at once.
 async fn connect_patiently(
     common: &Common,
+    retry: RetryPolicy,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<(Arc<dyn Database>, Arc<dyn Broker>)>> {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match connect(common).await {
+        match open(common, retry).await {
             Ok(connected) => return Ok(Some(connected)),
             Err(e) if e.is_bad_url() => return Err(e.into()),
             Err(e) => tracing::warn!(error = format!("{e:#}"), pause = ?backoff, "cannot open the database; retrying"),
@@ -127,7 +135,8 @@ async fn connect_patiently(
 
 /// Runs `roles` until asked to stop.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
-    let Some((store, broker)) = connect_patiently(common, &shutdown.first).await? else {
+    let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
+    let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
     // A broker that must not be used stops the process here, with its
@@ -174,11 +183,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         println!("listening on {addr}");
         tasks.spawn(api::serve(listener, state, stop.clone()));
     }
-    let settings = WorkerSettings {
-        batch_size: args.batch_size as usize,
-        retry: RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() },
-        cache,
-    };
+    let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, stop.clone()));
     }

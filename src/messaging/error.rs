@@ -12,7 +12,8 @@ pub enum BrokerError {
     #[error("broker unavailable: {0}")]
     Unavailable(String),
     /// The broker answers but is not fit to be used as configured (a Redis
-    /// that could lose acknowledged events); calling again cannot help.
+    /// that could lose acknowledged events): at start the process stops;
+    /// later, callers back off until someone fixes the broker.
     #[error("broker refused: {0}")]
     Refused(String),
     #[error(transparent)]

@@ -6,7 +6,7 @@ use crate::load::Tally;
 use std::time::{Duration, Instant};
 
 pub struct Row {
-    pub scenario: &'static str,
+    pub scenario: String,
     pub sent: usize,
     pub accepted: usize,
     pub client_errors: usize,
@@ -56,14 +56,7 @@ pub async fn wait_idle(env: &Env, timeout: Duration) {
     }
 }
 
-pub fn audit(
-    env: &Env,
-    scenario: &'static str,
-    tally: &Tally,
-    skus: &[String],
-    initial: i64,
-    dead_letters: usize,
-) -> Row {
+pub fn audit(env: &Env, scenario: String, tally: &Tally, skus: &[String], initial: i64, dead_letters: usize) -> Row {
     let ids: Vec<String> = tally.accepted.iter().map(|id| format!("'{id}'")).collect();
     let found: usize = if ids.is_empty() {
         0

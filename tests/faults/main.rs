@@ -1,13 +1,15 @@
 //! The fault suite: steady load through nginx into the distributed topology
-//! (3 API replicas, relay, 2 inventory workers, a notifier, PostgreSQL,
-//! RabbitMQ), one fault injected per scenario. After each, once the system is
-//! idle, it checks what a user would: no accepted order lost, none reserved
-//! twice, stock conserved, only the poison messages in the DLQ, and prints a
-//! table row. Faults really kill processes and stop the machine's servers with
-//! their own commands, so this binary runs its tests one at a time. A fast
-//! rolling restart, seen by a client that retries, has its own test
-//! (`restart.rs`). Skipped when the servers are absent, unless
-//! ORDERFLOW_REQUIRE_SERVICES=1.
+//! (3 API replicas, relay, 2 inventory workers, a notifier, PostgreSQL, and
+//! RabbitMQ or Redis Streams), one fault injected per scenario. After each,
+//! once the system is idle, it checks what a user would: no accepted order
+//! lost, none reserved twice, stock conserved, only the poison messages in
+//! the DLQ, and prints a table row. Faults really kill processes and stop the
+//! machine's servers with their own commands, so this binary runs its tests
+//! one at a time. Each broker has its test (`fault_suite`,
+//! `redis_fault_suite`); `ORDERFLOW_FAULT_ONLY` runs only the scenarios whose
+//! name contains it (`Redis` for the Redis ones). A fast rolling restart,
+//! seen by a client that retries, has its own test (`restart.rs`). Skipped
+//! when the servers are absent, unless ORDERFLOW_REQUIRE_SERVICES=1.
 
 mod audit;
 mod cluster;
@@ -18,7 +20,7 @@ mod load;
 mod restart;
 
 use audit::{audit, wait_idle, Row};
-use cluster::Cluster;
+use cluster::{Cluster, Topology};
 use helpers::{Client, Env};
 use std::io::Write;
 use std::process::Command;
@@ -36,6 +38,7 @@ enum Fault {
     KillInventory,
     KillApi,
     StopRabbitMq,
+    KillRedis,
     RestartPostgres,
     KillRelay,
     PoisonBurst,
@@ -43,7 +46,7 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Fault; 7] = [
+    const RABBITMQ: [Fault; 7] = [
         Fault::KillInventory,
         Fault::KillApi,
         Fault::StopRabbitMq,
@@ -53,21 +56,37 @@ impl Fault {
         Fault::RollingRestart,
     ];
 
-    fn name(self) -> &'static str {
-        match self {
+    /// The rolling restart is left out: it is the same on either broker.
+    const REDIS: [Fault; 6] = [
+        Fault::KillInventory,
+        Fault::KillApi,
+        Fault::KillRedis,
+        Fault::RestartPostgres,
+        Fault::KillRelay,
+        Fault::PoisonBurst,
+    ];
+
+    fn name(self, topology: Topology) -> String {
+        let name = match self {
             Fault::KillInventory => "kill -9 an inventory worker mid-batch",
             Fault::KillApi => "kill -9 an API replica",
             Fault::StopRabbitMq => "RabbitMQ stopped for 10 s",
+            Fault::KillRedis => "kill -9 Redis, restarted 5 s later",
             Fault::RestartPostgres => "PostgreSQL restarted",
             Fault::KillRelay => "kill -9 the relay",
             Fault::PoisonBurst => "burst of 20 poison messages",
             Fault::RollingRestart => "rolling restart (SIGTERM) of the API replicas",
+        };
+        match topology {
+            Topology::RabbitMq => name.to_owned(),
+            Topology::Redis => format!("Redis: {name}"),
         }
     }
 
     fn load_for(self) -> Duration {
         Duration::from_secs(match self {
             Fault::StopRabbitMq => 16,
+            Fault::KillRedis => 11,
             // Each replica drains for 5 s, restarts, and the script waits 3 s:
             // about 27 s from the fault's start, 3 s into the load.
             Fault::RollingRestart => 32,
@@ -76,7 +95,7 @@ impl Fault {
     }
 
     /// Injects the fault while the load runs, and undoes it.
-    async fn inject(self, cluster: &Cluster, env: &Env) {
+    async fn inject(self, cluster: &Cluster) {
         let sleep = |s: u64| tokio::time::sleep(Duration::from_secs(s));
         sleep(3).await;
         match self {
@@ -95,12 +114,20 @@ impl Fault {
                 sleep(10).await;
                 run("rabbitmqctl", &["-q", "start_app"]);
             }
+            Fault::KillRedis => {
+                cluster.kill("redis");
+                sleep(5).await;
+                cluster.start("redis");
+            }
             Fault::RestartPostgres => {
                 pg_cluster("stop");
                 sleep(3).await;
                 pg_cluster("start");
             }
-            Fault::PoisonBurst => publish_poison(&env.broker_url).await,
+            Fault::PoisonBurst => match cluster.redis_port {
+                Some(port) => add_poison_entries(port),
+                None => publish_poison(cluster.broker_url()).await,
+            },
             Fault::RollingRestart => {
                 let out = cluster.script(&["restart-api"]);
                 assert!(out.contains("rolling restart done"), "{out}");
@@ -145,6 +172,17 @@ async fn publish_poison(broker_url: &str) {
     let _ = conn.close(200, "done".into()).await;
 }
 
+/// Adds entries whose body is not an event to both streams, as someone at
+/// `redis-cli` would.
+fn add_poison_entries(port: u16) {
+    for i in 0..POISON {
+        let stream = if i % 2 == 0 { "order-events" } else { "inventory-events" };
+        let body = format!("poison {i}: not an event");
+        let fields = ["message_id", "poison", "routing_key", "order.placed", "body", body.as_str()];
+        run("redis-cli", &[&["-p", &port.to_string(), "XADD", stream, "*"][..], &fields[..]].concat());
+    }
+}
+
 fn report(text: &str) {
     // Straight to stderr, past the test harness's capture, so the table shows.
     let _ = writeln!(std::io::stderr(), "{text}");
@@ -152,14 +190,31 @@ fn report(text: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fault_suite() {
-    let _serial = SERIAL.lock().await;
-    let Some(env) = Env::postgres(true) else { return };
-    let cluster = Cluster::up(&env);
-    let client = Client::new(&format!("127.0.0.1:{}", cluster.port));
-    let mut rows: Vec<Row> = Vec::new();
+    run_suite(Topology::RabbitMq, &Fault::RABBITMQ).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_fault_suite() {
+    run_suite(Topology::Redis, &Fault::REDIS).await;
+}
+
+/// Brings the cluster up on `topology` and runs the scenarios of `faults`
+/// that `ORDERFLOW_FAULT_ONLY` selects (all when it is unset).
+async fn run_suite(topology: Topology, faults: &[Fault]) {
     // Part of a scenario's name, to run only the scenarios that match.
     let only = std::env::var("ORDERFLOW_FAULT_ONLY").unwrap_or_default();
-    for (n, fault) in Fault::ALL.into_iter().enumerate().filter(|(_, f)| f.name().contains(only.as_str())) {
+    let chosen: Vec<(usize, Fault)> =
+        faults.iter().copied().enumerate().filter(|(_, f)| f.name(topology).contains(only.as_str())).collect();
+    if chosen.is_empty() {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let Some(mut env) = Env::postgres(topology == Topology::RabbitMq) else { return };
+    let cluster = Cluster::up(&env, topology);
+    env.broker_url = cluster.broker_url().to_owned();
+    let client = Client::new(&format!("127.0.0.1:{}", cluster.port));
+    let mut rows: Vec<Row> = Vec::new();
+    for (n, fault) in chosen {
         let tag = format!("f{n}");
         let skus: Vec<String> = (1..=4).map(|k| format!("{tag}-sku{k}")).collect();
         for sku in &skus {
@@ -167,7 +222,7 @@ async fn fault_suite() {
         }
         let dead_before = env.dead_letters().len();
         let load = tokio::spawn(load::drive(client.clone(), skus.clone(), fault.load_for(), tag));
-        fault.inject(&cluster, &env).await;
+        fault.inject(&cluster).await;
         let tally = load.await.unwrap();
         wait_idle(&env, Duration::from_secs(120)).await;
         let expected_dead = if fault == Fault::PoisonBurst { POISON } else { 0 };
@@ -179,7 +234,7 @@ async fn fault_suite() {
             tokio::time::sleep(Duration::from_millis(200)).await;
             dead = env.dead_letters().len() - dead_before;
         }
-        let row = audit(&env, fault.name(), &tally, &skus, STOCK_PER_SKU, dead);
+        let row = audit(&env, fault.name(topology), &tally, &skus, STOCK_PER_SKU, dead);
         report(&format!("{}\n{}", Row::HEADER, row.line()));
         assert_eq!(row.lost, 0, "{}: accepted orders lost", row.scenario);
         assert_eq!(row.reserved_twice, 0, "{}: stock reserved twice", row.scenario);
@@ -193,5 +248,5 @@ async fn fault_suite() {
         rows.push(row);
     }
     let table: Vec<String> = rows.iter().map(Row::line).collect();
-    report(&format!("\nfault suite\n{}\n{}", Row::HEADER, table.join("\n")));
+    report(&format!("\nfault suite ({topology:?})\n{}\n{}", Row::HEADER, table.join("\n")));
 }

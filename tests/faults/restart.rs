@@ -10,7 +10,7 @@
 //! and the usual audit must hold. `ORDERFLOW_RESTART_RUNS` (1) repeats it.
 
 use crate::audit::{audit, wait_idle, Row};
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Topology};
 use crate::helpers::{Client, Env};
 use crate::load::{self, Tally};
 use crate::{report, SERIAL, STOCK_PER_SKU};
@@ -26,7 +26,7 @@ async fn fast_rolling_restart_is_invisible() {
     let _serial = SERIAL.lock().await;
     let Some(env) = Env::postgres(true) else { return };
     let runs: usize = std::env::var("ORDERFLOW_RESTART_RUNS").map_or(1, |v| v.parse().expect("a number of runs"));
-    let cluster = Cluster::up(&env);
+    let cluster = Cluster::up(&env, Topology::RabbitMq);
     let client = Client::new(&format!("127.0.0.1:{}", cluster.port));
     for run in 1..=runs {
         let tag = format!("fast{run}");
@@ -50,7 +50,7 @@ async fn fast_rolling_restart_is_invisible() {
         wait_idle(&env, Duration::from_secs(120)).await;
         let settle = settle.elapsed();
         let dead = env.dead_letters().len() - dead_before;
-        let row = audit(&env, SCENARIO, &tally, &skus, STOCK_PER_SKU, dead);
+        let row = audit(&env, SCENARIO.into(), &tally, &skus, STOCK_PER_SKU, dead);
         report(&format!(
             "run {run} of {runs}: {CYCLES} cycles in {restart:.1?}, idle {settle:.1?} later; {} keys, {} first attempts failed and were retried, {} failed after the retry {:?}\n{}\n{}",
             tally.orders_by_key.len() + row.client_errors,

@@ -336,9 +336,12 @@ impl Server {
     pub async fn start(env: &Env, role: &str, extra: &[&str]) -> Server {
         let log_path = env.dir.path().join(format!("{role}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
+        // Fast retries, unless the test sets its own.
+        let retry: &[&str] = if extra.contains(&"--retry-base-ms") { &[] } else { &["--retry-base-ms", "20"] };
         let mut child = Command::new(BIN)
             .args(["--database-url", &env.database_url, "--broker-url", &env.broker_url, role])
-            .args(["--listen", "127.0.0.1:0", "--retry-base-ms", "20"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(retry)
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(log)
@@ -592,6 +595,7 @@ pub struct RedisServer {
     pub port: u16,
     dir: std::path::PathBuf,
     args: Vec<String>,
+    persistence: Vec<String>,
     child: Option<Child>,
 }
 
@@ -612,16 +616,20 @@ impl RedisServer {
                 .collect();
         args.extend(["--dir".to_owned(), dir.display().to_string()]);
         args.extend(["--logfile".to_owned(), dir.join("redis.log").display().to_string()]);
-        args.extend(persistence.iter().map(|s| s.to_string()));
-        let mut server = RedisServer { port, dir, args, child: None };
+        let persistence = persistence.iter().map(|s| s.to_string()).collect();
+        let mut server = RedisServer { port, dir, args, persistence, child: None };
         server.restart()?;
         Ok(server)
     }
 
     /// Starts the server again, same port, directory and settings.
     pub fn restart(&mut self) -> Result<(), String> {
-        let child =
-            Command::new("redis-server").args(&self.args).stdout(Stdio::null()).spawn().map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(&self.args)
+            .args(&self.persistence)
+            .stdout(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -633,6 +641,13 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Starts the server again, same port and directory, persisting as
+    /// `persistence` says from now on.
+    pub fn restart_with(&mut self, persistence: &[&str]) -> Result<(), String> {
+        self.persistence = persistence.iter().map(|s| s.to_string()).collect();
+        self.restart()
     }
 
     /// SIGKILL: Redis gets no chance to write anything more.

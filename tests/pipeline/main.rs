@@ -4,8 +4,11 @@
 //! `contract` holds what every mode promises and runs it on every store and
 //! broker (`helpers::Mode`); `embedded` holds what the one-process SQLite
 //! mode does on its own (kill -9 and SIGTERM under load, overload, health);
-//! `redis` what is particular to Redis Streams as the broker; `cache` the
-//! Redis cache of orders. `events` follows orders live over Server-Sent Events.
+//! `redis` what is particular to Redis Streams as the broker, and
+//! `redis_upkeep` how it copes over a long life (retries, a Redis restarted
+//! with other settings, workers that come and go).
+//! `cache` the Redis cache of orders. `events` follows orders live over
+//! Server-Sent Events.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
@@ -18,5 +21,6 @@ mod events;
 mod helpers;
 mod openapi;
 mod redis;
+mod redis_upkeep;
 mod slow_clients;
 mod validation;

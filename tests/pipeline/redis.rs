@@ -2,7 +2,8 @@
 //! `redis-server` processes, each test with its own (port, directory,
 //! append-only file synced on every write): entries added by hand (twice,
 //! poison, foreign fields), a worker and Redis itself killed with `kill -9`,
-//! the durability check, and trimming behind a stopped consumer. What every
+//! the durability check, and trimming behind a stopped consumer (more in
+//! `redis_upkeep`). What every
 //! broker promises runs on Redis too, in `contract`. Skipped when `redis-server` (or
 //! PostgreSQL) is missing; a failure under ORDERFLOW_REQUIRE_SERVICES=1.
 
@@ -13,14 +14,14 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// API, inventory and notifier as separate processes, each given `extra`.
-async fn cluster(env: &Env, extra: &[&str]) -> (Server, Vec<Server>) {
+pub(crate) async fn cluster(env: &Env, extra: &[&str]) -> (Server, Vec<Server>) {
     let api = Server::start(env, "api", extra).await;
     let workers = vec![Server::start(env, "inventory", extra).await, Server::start(env, "notifier", extra).await];
     (api, workers)
 }
 
 /// An `OrderPlaced` event written by hand, as JSON.
-fn order_placed(event_id: &str, order_id: &str, customer: &str, (sku, quantity): (&str, i64)) -> String {
+pub(crate) fn order_placed(event_id: &str, order_id: &str, customer: &str, (sku, quantity): (&str, i64)) -> String {
     json!({
         "event_id": event_id, "event_type": "OrderPlaced", "order_id": order_id,
         "timestamp": "2026-01-01T00:00:00Z", "customer_id": customer, "items": [{"sku": sku, "quantity": quantity}]
@@ -29,14 +30,14 @@ fn order_placed(event_id: &str, order_id: &str, customer: &str, (sku, quantity):
 }
 
 /// `XADD order-events * <fields>`, as someone at `redis-cli` would.
-fn xadd(env: &Env, fields: &[&str]) -> String {
+pub(crate) fn xadd(env: &Env, fields: &[&str]) -> String {
     let mut args = vec!["XADD", "order-events", "*"];
     args.extend_from_slice(fields);
     env.redis().cli(&args)
 }
 
 /// Places `n` orders of one `sku` each, concurrently; returns their ids.
-async fn place_many(api: &Server, prefix: &str, sku: &str, n: usize) -> Vec<String> {
+pub(crate) async fn place_many(api: &Server, prefix: &str, sku: &str, n: usize) -> Vec<String> {
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let c = api.client.clone();

@@ -6,10 +6,11 @@
 //! the kernel had not written yet, and without the append-only file
 //! everything since the last snapshot. The relay deletes an outbox row once
 //! Redis acknowledged its entry, so an acknowledged write that is lost is a
-//! lost order. Each connection asks (`CONFIG GET`) before it is used, and a
-//! Redis that could lose events, or whose settings cannot be read (`CONFIG`
-//! renamed away, an ACL user without it), is refused unless the operator
-//! said `--allow-volatile-broker`.
+//! lost order. Each connection asks (`CONFIG GET`) before it is used, and
+//! again after a reconnect and now and then (`link`); a Redis that could lose
+//! events, or whose settings cannot be read (`CONFIG` renamed away, an ACL
+//! user without it), is refused unless the operator said
+//! `--allow-volatile-broker`.
 
 use super::redis_err;
 use crate::messaging::BrokerError;
@@ -40,31 +41,30 @@ pub(super) fn risk(appendonly: Option<&str>, appendfsync: Option<&str>) -> Optio
     }
 }
 
-/// Asks Redis how it persists; refuses it, unless `allow_volatile`, when an
-/// acknowledged event could be lost.
-pub(super) async fn check(conn: &mut ConnectionManager, allow_volatile: bool) -> Result<(), BrokerError> {
+/// Asks Redis how it persists: what it could lose, or `None` when nothing
+/// it acknowledged can be lost. Fails only when Redis cannot be asked.
+pub(super) async fn assess(conn: &mut ConnectionManager) -> Result<Option<String>, BrokerError> {
     let reply: Result<Value, redis::RedisError> =
         redis::cmd("CONFIG").arg("GET").arg("appendonly").arg("appendfsync").query_async(conn).await;
-    let risk = match reply {
+    match reply {
         Ok(settings) => {
             let settings = pairs(&settings);
             let get = |name: &str| settings.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
-            risk(get("appendonly"), get("appendfsync"))
+            Ok(risk(get("appendonly"), get("appendfsync")))
         }
         // A server error (no such command, no permission) is an answer: the
         // settings cannot be known. Anything else is an outage.
-        Err(e) if e.code().is_some() => Some(format!("its persistence settings cannot be read ({e})")),
-        Err(e) => return Err(redis_err(e)),
-    };
-    let Some(risk) = risk else { return Ok(()) };
-    if allow_volatile {
-        tracing::warn!(%risk, "using a Redis broker that may lose events it acknowledged (--allow-volatile-broker)");
-        return Ok(());
+        Err(e) if e.code().is_some() => Ok(Some(format!("its persistence settings cannot be read ({e})"))),
+        Err(e) => Err(redis_err(e)),
     }
-    Err(BrokerError::Refused(format!(
+}
+
+/// Why a Redis with this risk is refused, and what to do about it.
+pub(super) fn refusal(risk: &str) -> String {
+    format!(
         "refusing Redis as the broker: {risk}. Run Redis with `appendonly yes` and `appendfsync always`, \
          or pass --allow-volatile-broker (ORDERFLOW_ALLOW_VOLATILE_BROKER=true) to accept the risk"
-    )))
+    )
 }
 
 /// `CONFIG GET`'s reply as (name, value) pairs: a flat array (RESP2) or a map.

@@ -9,19 +9,23 @@
 //! claimed by the others after `--redis-claim-idle-ms` (`claim`); entries
 //! delivered too often, or not written by orderflow, go to a dead-letter
 //! stream (`dlq`). Streams are trimmed up to the oldest entry some group
-//! has not acknowledged (`trim`). Redis must persist every write before
-//! answering to lose nothing; each connection checks (`durability`).
+//! has not acknowledged (`trim`); consumers gone for long are forgotten
+//! (`consumers`). Redis must persist every write before answering to lose
+//! nothing; each connection checks, and checks again after a reconnect
+//! (`durability`, `link`).
 //!
 //! Each subscription has a connection of its own, because its blocking read
 //! holds the connection while it waits; the relay, the dead-letter tools and
-//! readiness checks share one. A connection is opened on first use (checked,
-//! and the groups declared), then the connection manager reconnects it by
-//! itself with backoff; a call made while Redis is down fails at once as
-//! unavailable and the caller backs off, as with RabbitMQ.
+//! readiness checks share one. A connection is opened on first use (`link`),
+//! then the connection manager reconnects it by itself with backoff; a call
+//! made while Redis is down fails at once as unavailable and the caller backs
+//! off, as with RabbitMQ.
 
 mod claim;
+mod consumers;
 mod dlq;
 mod durability;
+mod link;
 mod publisher;
 mod streams;
 mod subscription;
@@ -30,16 +34,9 @@ mod trim;
 use super::{Broker, Publisher, Subscription};
 use crate::messaging::{BrokerError, DeadLetter, RetryPolicy};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use link::Link;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Mutex;
-
-/// Longest a connection attempt may take before the caller is told to back off.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest a command may wait for its answer. A blocking read waits less
-/// (the worker asks for a fraction of a second); an fsync per write is fast.
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The knobs of the Redis broker, from the command line.
 #[derive(Debug, Clone)]
@@ -75,43 +72,6 @@ impl RedisBroker {
     }
 }
 
-/// One connection to Redis, opened on first use and checked then.
-pub(crate) struct Link {
-    client: redis::Client,
-    settings: Arc<RedisSettings>,
-    connection: Mutex<Option<ConnectionManager>>,
-}
-
-impl Link {
-    fn new(client: redis::Client, settings: Arc<RedisSettings>) -> Self {
-        Self { client, settings, connection: Mutex::new(None) }
-    }
-
-    /// The connection, opening it (checking Redis's persistence and
-    /// declaring the groups) the first time.
-    async fn get(&self) -> Result<ConnectionManager, BrokerError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
-            .set_response_timeout(Some(RESPONSE_TIMEOUT))
-            .set_number_of_retries(3)
-            .set_max_delay(Duration::from_secs(2));
-        let mut conn =
-            tokio::time::timeout(CONNECT_TIMEOUT, ConnectionManager::new_with_config(self.client.clone(), config))
-                .await
-                .map_err(|_| unavailable("connecting to Redis timed out"))?
-                .map_err(redis_err)?;
-        durability::check(&mut conn, self.settings.allow_volatile).await?;
-        streams::declare(&mut conn).await?;
-        tracing::info!("connected to Redis");
-        *slot = Some(conn.clone());
-        Ok(conn)
-    }
-}
-
 pub(crate) fn unavailable(why: impl Into<String>) -> BrokerError {
     BrokerError::Unavailable(why.into())
 }
@@ -126,16 +86,17 @@ pub(crate) fn redis_err(e: redis::RedisError) -> BrokerError {
 #[async_trait]
 impl Broker for RedisBroker {
     async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BrokerError> {
-        dlq::list(&mut self.shared.get().await?, limit).await
+        dlq::list(&mut self.shared.get().await?, limit).await.inspect_err(|_| self.shared.distrust())
     }
 
     async fn replay(&self, id: Option<String>) -> Result<u64, BrokerError> {
-        dlq::replay(&mut self.shared.get().await?, id).await
+        dlq::replay(&mut self.shared.get().await?, id).await.inspect_err(|_| self.shared.distrust())
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {
         let mut conn = self.shared.get().await?;
-        redis::cmd("PING").query_async::<()>(&mut conn).await.map_err(redis_err)
+        let pong = redis::cmd("PING").query_async::<()>(&mut conn).await;
+        pong.map_err(|e| self.shared.failed(e))
     }
 
     async fn preflight(&self) -> Result<(), BrokerError> {

@@ -12,7 +12,7 @@
 //! stopped) trims nothing.
 
 use super::streams::{stream_for, FIELD_BODY, FIELD_MESSAGE_ID, FIELD_ROUTING_KEY, GROUPS};
-use super::{redis_err, trim, Link};
+use super::{trim, Link};
 use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl Publisher for RedisPublisher {
                 .arg(&m.body)
                 .ignore();
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(redis_err)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| self.link.failed(e))?;
         let Ok(mut trimmed) = self.trimmed.try_lock() else { return Ok(()) };
         if trimmed.is_some_and(|at| at.elapsed() < self.trim_interval) {
             return Ok(());
@@ -61,6 +61,7 @@ impl Publisher for RedisPublisher {
         for (stream, _) in GROUPS {
             if let Err(e) = trim::trim(&mut conn, stream).await {
                 tracing::warn!(stream, error = %e, "trimming failed");
+                self.link.distrust();
             }
         }
         Ok(())

@@ -13,13 +13,15 @@
 //! claimed again after the idle timeout.
 //!
 //! Each subscription reads as a consumer of its own (`<group>-<pid>-<random>`),
-//! so two processes never share a pending list, and trims its stream now
-//! and then once it has acknowledged entries.
+//! so two processes never share a pending list, trims its stream now and
+//! then once it has acknowledged entries, and deletes the names of the
+//! group's consumers that are gone (`consumers`).
 
 use super::claim::{no_group, Claimer};
+use super::consumers;
 use super::dlq::{self, Death};
 use super::streams::{self, read_reply, Entry};
-use super::{redis_err, trim, Link, RedisSettings};
+use super::{trim, Link, RedisSettings};
 use crate::broker::{Delivery, Settle, Subscription};
 use crate::messaging::{BrokerError, Reject};
 use async_trait::async_trait;
@@ -45,6 +47,8 @@ pub(super) struct RedisSubscription {
     /// Entries were acknowledged since the last trim: an idle turn trims,
     /// so a stream is trimmed once its consumers have caught up.
     untrimmed: bool,
+    /// When to look for consumers of the group that are gone.
+    next_sweep: Instant,
 }
 
 impl RedisSubscription {
@@ -53,7 +57,16 @@ impl RedisSubscription {
         let consumer = format!("{group}-{}-{}", std::process::id(), &random[random.len() - 8..]);
         tracing::info!(stream, group, consumer, "reading as a consumer of the group");
         let claimer = Claimer::new(stream, group, consumer, settings.claim_idle);
-        Self { link, settings, claimer, held: HashMap::new(), next_tag: 0, trimmed: None, untrimmed: false }
+        Self {
+            link,
+            settings,
+            claimer,
+            held: HashMap::new(),
+            next_tag: 0,
+            trimmed: None,
+            untrimmed: false,
+            next_sweep: Instant::now(),
+        }
     }
 
     fn death<'a>(&'a self, error: &'a str, attempts: u32) -> Death<'a> {
@@ -135,6 +148,7 @@ impl RedisSubscription {
             // Left pending if this fails: the next claim finds them again.
             if let Err(e) = pipe.query_async::<()>(conn).await {
                 tracing::warn!(error = %e, "moving entries to the dead-letter stream failed");
+                self.link.distrust();
             }
         }
         Ok(batch)
@@ -149,6 +163,27 @@ impl RedisSubscription {
         self.untrimmed = false;
         if let Err(e) = trim::trim(conn, &self.claimer.stream).await {
             tracing::warn!(stream = %self.claimer.stream, error = %e, "trimming failed");
+            self.link.distrust();
+        }
+    }
+
+    /// Deletes the group's consumers that are gone, at most once per sweep
+    /// interval; a failure waits for the next.
+    async fn forget_gone_now_and_then(&mut self, conn: &mut ConnectionManager) {
+        if Instant::now() < self.next_sweep {
+            return;
+        }
+        self.next_sweep = Instant::now() + consumers::sweep_interval(self.settings.claim_idle);
+        let Claimer { stream, group, consumer, .. } = &self.claimer;
+        match consumers::sweep(conn, stream, group, consumer, self.settings.claim_idle).await {
+            Ok(gone) if !gone.is_empty() => {
+                tracing::info!(stream, group, ?gone, "deleted consumers that were gone (long idle, nothing pending)")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(stream, group, error = %e, "looking for consumers that are gone failed");
+                self.link.distrust();
+            }
         }
     }
 }
@@ -162,14 +197,15 @@ impl Subscription for RedisSubscription {
                 if batch.is_empty() {
                     self.trim_now_and_then(&mut conn).await;
                 }
+                self.forget_gone_now_and_then(&mut conn).await;
                 Ok(batch)
             }
             Err(e) if no_group(&e) => {
                 tracing::warn!(stream = %self.claimer.stream, "the consumer group is gone; declaring it again");
-                streams::declare(&mut conn).await?;
+                streams::declare(&mut conn).await.inspect_err(|_| self.link.distrust())?;
                 Ok(Vec::new())
             }
-            Err(e) => Err(redis_err(e)),
+            Err(e) => Err(self.link.failed(e)),
         }
     }
 
@@ -198,7 +234,7 @@ impl Subscription for RedisSubscription {
         if pipe.is_empty() {
             return Ok(());
         }
-        pipe.query_async::<()>(&mut conn).await.map_err(redis_err)?;
+        pipe.query_async::<()>(&mut conn).await.map_err(|e| self.link.failed(e))?;
         self.untrimmed = true;
         self.trim_now_and_then(&mut conn).await;
         Ok(())
