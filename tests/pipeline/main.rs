@@ -5,16 +5,19 @@
 //! broker (`helpers::Mode`); `embedded` holds what the one-process SQLite
 //! mode does on its own (kill -9 and SIGTERM under load, overload, health);
 //! `redis` what is particular to Redis Streams as the broker; `cache` the
-//! Redis cache of orders. `events` follows orders live over Server-Sent Events.
+//! Redis cache of orders. `events` follows orders live over Server-Sent Events, `feed` every order
+//! (`GET /events`); `admin` holds the operator routes.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
 
+mod admin;
 mod cache;
 mod contract;
 mod drain;
 mod embedded;
 mod events;
+mod feed;
 mod helpers;
 mod openapi;
 mod redis;
