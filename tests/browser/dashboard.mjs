@@ -19,14 +19,17 @@ const elsewhere = [];
 page.on("request", (r) => { if (new URL(r.url()).origin !== origin) elsewhere.push(r.url()); });
 const problems = [];
 page.on("pageerror", (e) => problems.push(e.message));
-page.on("console", (m) => { if (m.type() === "error") problems.push(m.text()); });
+// Failed loads are judged by their response below (a browser asks for /favicon.ico on its own).
+page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(m.text()); });
+page.on("response", (r) => { if (r.status() >= 400 && !r.url().endsWith("/favicon.ico")) problems.push(r.status() + " " + r.url()); });
 try {
   await page.goto(url + "/", { waitUntil: "load" });
   await page.waitForSelector("#live.on", { timeout: 10000 });
 
   // An order through the form, followed live.
   await page.click("#order-form button[type=submit]");
-  const id = await page.waitForFunction(() => document.querySelector("#order-result")?.dataset.order).then((h) => h.jsonValue());
+  // Selectors, not waitForFunction: the page's CSP forbids the eval that needs.
+  const id = await (await page.waitForSelector("#order-result[data-order]")).getAttribute("data-order");
   await page.waitForSelector(`tr[data-order="${id}"] .status.completed`, { timeout: 20000 });
   console.log(`order ${id} reached completed on the page`);
 
@@ -43,9 +46,13 @@ try {
   const button = await page.waitForSelector("#letters button[data-replay]", { timeout: 10000 });
   const letter = await button.getAttribute("data-replay");
   await button.click();
-  await page.waitForFunction(() => /^1 replayed/.test(document.querySelector("#replay-result").textContent), null, { timeout: 10000 });
+  await page.waitForSelector("#replay-result >> text=/^1 replayed/", { timeout: 10000 });
   console.log(`dead letter ${letter} replayed`);
-  await page.waitForTimeout(2500); // one more metrics sample for the chart
+  // A fresh load for the picture (the token stays in sessionStorage), with
+  // a few metrics samples for the chart.
+  await page.reload({ waitUntil: "load" });
+  await page.waitForSelector("#letters tr", { timeout: 10000 });
+  await page.waitForTimeout(4500);
   await page.screenshot({ path: shot });
   if (process.env.ORDERFLOW_SCREENSHOT) copyFileSync(shot, process.env.ORDERFLOW_SCREENSHOT);
 } catch (e) {

@@ -100,6 +100,11 @@ function follow() {
     if (known && RANK[known.status] >= RANK[change.status]) return;
     orders.set(change.order_id, Object.assign({}, known, { order_id: change.order_id, status: change.status, updated_at: change.at }));
     renderOrders();
+    // A change names the order only: its customer comes from one read.
+    if (!known) api("/orders/" + change.order_id).then((o) => {
+      const now = orders.get(o.order_id);
+      if (now) { now.customer_id = o.customer_id; renderOrders(); }
+    }).catch(() => {});
     if (location.hash === "#/orders/" + change.order_id) showOrder(change.order_id);
   });
   source.addEventListener("reset", () => { orders.clear(); loadOrders().catch((e) => fail(e.message)); });
