@@ -170,6 +170,9 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             cache: cache.clone(),
             metrics: crate::telemetry::metrics_handle(),
             max_in_flight: args.max_in_flight,
+            // Only from the environment: a flag would show in `ps`.
+            operator: api::OperatorToken::from_env(),
+            replay_rate: args.replay_rate,
             draining: draining.clone(),
             clients: api::ClientLimits {
                 header_timeout: Duration::from_secs(args.header_timeout_secs),

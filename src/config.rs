@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// are answered 503 with Retry-After.
     #[arg(long, env = "ORDERFLOW_MAX_STREAMS", default_value_t = 2048)]
     pub max_streams: usize,
+    /// Dead letters `POST /admin/dead-letters/replay` sends back per second,
+    /// so a bulk replay does not flood the pipeline.
+    #[arg(long, env = "ORDERFLOW_REPLAY_RATE", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub replay_rate: u32,
     /// Leave the outbox to a separate `orderflow relay` (for `api` and `run`).
     #[arg(long, env = "ORDERFLOW_WITHOUT_RELAY")]
     pub without_relay: bool,

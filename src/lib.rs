@@ -13,7 +13,8 @@
 //! - [`store`]: the `Store` and `QueueStore` traits; SQLite and PostgreSQL.
 //! - [`broker`]: the `Broker` trait; the `db` broker and RabbitMQ.
 //! - [`services`]: the inventory service, the notifier and the outbox relay.
-//! - [`api`]: the HTTP API; [`live`]: what its live streams watch.
+//! - [`api`]: the HTTP API; [`live`]: what its live streams watch;
+//!   [`changes`]: every order's changes, for `GET /events`.
 //! - [`cache`]: the optional Redis cache of single orders.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
 
@@ -21,6 +22,7 @@ pub mod api;
 pub mod app;
 pub mod broker;
 pub mod cache;
+pub mod changes;
 pub mod config;
 pub mod domain;
 pub mod live;

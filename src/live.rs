@@ -31,12 +31,15 @@ pub struct Hub {
     /// for map operations only, never across an await.
     watched: Mutex<HashMap<OrderId, watch::Sender<Status>>>,
     streams: Arc<Semaphore>,
+    /// Every order's changes, for `GET /events`.
+    pub changes: Arc<crate::changes::Changes>,
 }
 
 impl Hub {
     /// A hub over `store` admitting at most `max_streams` streams at once.
     pub fn new(store: Arc<dyn Store>, max_streams: usize) -> Arc<Self> {
-        Arc::new(Self { store, watched: Mutex::default(), streams: Arc::new(Semaphore::new(max_streams)) })
+        let changes = crate::changes::Changes::new(store.clone());
+        Arc::new(Self { store, watched: Mutex::default(), streams: Arc::new(Semaphore::new(max_streams)), changes })
     }
 
     /// A place for one more stream, held until it ends; `None` at the limit.
@@ -54,6 +57,10 @@ impl Hub {
 
     /// Reads the watched orders whenever statuses may have moved, until `stop`.
     pub async fn run(self: Arc<Self>, stop: CancellationToken) {
+        tokio::join!(self.changes.clone().run(stop.clone()), self.watch_statuses(stop));
+    }
+
+    async fn watch_statuses(&self, stop: CancellationToken) {
         let mut signal = self.store.status_signal();
         loop {
             tokio::select! {
@@ -208,6 +215,12 @@ mod tests {
             unreachable!()
         }
         fn status_signal(&self) -> watch::Receiver<u64> {
+            unreachable!()
+        }
+        async fn get_orders(&self, _: &[OrderId]) -> Result<Vec<crate::store::OrderView>, crate::store::StoreError> {
+            unreachable!()
+        }
+        fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<crate::store::MovedOrders> {
             unreachable!()
         }
     }

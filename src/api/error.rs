@@ -29,6 +29,9 @@ pub const ERROR_CODES: &[&str] = &[
     "invalid_query",
     "invalid_idempotency_key",
     "invalid_last_event_id",
+    // 401, 403: the admin routes' token.
+    "unauthorized",
+    "admin_disabled",
     // 404, 405, 408, 409, 413, 415.
     "not_found",
     "method_not_allowed",
@@ -90,6 +93,10 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("the request body stopped arriving before it was complete")]
     BodyTimeout,
+    #[error("this route needs the operator token: send Authorization: Bearer TOKEN")]
+    Unauthorized,
+    #[error("the admin routes are off: start the server with ORDERFLOW_OPERATOR_TOKEN set to a secret, and send it as Authorization: Bearer TOKEN")]
+    AdminDisabled,
     #[error("{0}")]
     NotFound(String),
     #[error("this route does not answer this method; the Allow header lists those it does")]
@@ -137,6 +144,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
             ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
@@ -169,6 +178,9 @@ impl IntoResponse for ApiError {
         };
         debug_assert!(ERROR_CODES.contains(&code), "error code {code} is missing from ERROR_CODES");
         let mut response = (status, Json(ErrorBody { error: ErrorDetail { code, message } })).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

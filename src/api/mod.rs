@@ -1,18 +1,24 @@
 //! The HTTP API: routes and shared state; `server` serves them.
 
+mod admin;
+mod auth;
 mod compat;
 mod connections;
+mod dashboard;
 mod docs;
 mod error;
 mod events;
+mod feed;
 mod health;
 mod openapi;
 mod orders;
 mod read;
+mod replay;
 mod responses;
 mod schema;
 mod server;
 
+pub use auth::OperatorToken;
 pub use error::ApiError;
 pub use server::ClientLimits;
 
@@ -42,6 +48,10 @@ pub struct AppState {
     pub cache: Option<OrderCache>,
     /// Renders `/metrics`; absent when another recorder is installed.
     pub metrics: Option<PrometheusHandle>,
+    /// The operator token's digest; without one the admin routes answer 403.
+    pub operator: Option<OperatorToken>,
+    /// Dead letters a replay sends back per second.
+    pub replay_rate: u32,
     /// Requests handled at once; more are refused with 503 at once.
     pub max_in_flight: usize,
     /// Fires when the process starts to stop: `/ready` answers 503 from
@@ -60,13 +70,19 @@ fn limited_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(orders::create, orders::list))
         .routes(routes!(orders::get))
         .routes(routes!(events::order_events))
+        .routes(routes!(feed::events))
         .routes(routes!(compat::create))
         .routes(routes!(compat::place_empty))
         .routes(routes!(compat::get_status))
+        .routes(routes!(admin::list_stock))
+        .routes(routes!(admin::set_stock))
+        .routes(routes!(admin::dead_letters))
+        .routes(routes!(replay::replay))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
         .routes(routes!(openapi::serve))
         .routes(routes!(docs::page))
+        .routes(routes!(dashboard::page))
 }
 
 /// The liveness check, outside the limit.
@@ -98,6 +114,7 @@ pub fn router(state: AppState) -> Router {
     let (routes, _) = limited_routes().split_for_parts();
     let routes = routes
         .merge(docs::assets())
+        .merge(dashboard::assets())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
         .with_state(state.clone());

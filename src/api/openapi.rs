@@ -35,14 +35,34 @@ use utoipa::OpenApi;
         (name = "orders", description = "Place, read and list orders."),
         (name = "compatible", description = "The routes older clients call; answered by the same pipeline."),
         (name = "operations", description = "Liveness, readiness and metrics."),
+        (name = "admin", description = "Stock and dead letters, for operators: `Authorization: Bearer TOKEN` with \
+            the server's `ORDERFLOW_OPERATOR_TOKEN`; without that variable these routes answer `403`."),
         (name = "docs", description = "This description and its interactive page.")
     ),
+    modifiers(&OperatorScheme),
     components(schemas(
         ErrorBody, ErrorCode, Accepted, OrderRequest, CustomerName, LineItem, Sku, Quantity, OrderId, Status,
         OrderView, Transition, OrderList, OrderStatus, Health, Readiness, NotReady
     ))
 )]
 pub(super) struct ApiDoc;
+
+/// The admin routes' access rule: a bearer token (`auth.rs`).
+struct OperatorScheme;
+
+impl utoipa::Modify for OperatorScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let scheme = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some("The server's `ORDERFLOW_OPERATOR_TOKEN`."))
+            .build();
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme("operator", SecurityScheme::Http(scheme));
+    }
+}
 
 /// The description as served: pretty-printed JSON with its keys sorted (a
 /// `serde_json::Value` keeps them in order), so the checked-in copy diffs well.

@@ -153,17 +153,26 @@ fn stalled(e: &BytesRejection) -> bool {
 }
 
 fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<NewOrder, ApiError> {
+    let parsed: OrderBody = read_json(headers, body)?;
+    Ok(parsed.into_order()?)
+}
+
+/// A JSON body read whole: a body too large, stalled or not JSON is a 4xx,
+/// and a field of the wrong type is `422 invalid_field`.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let body = body.map_err(|e| match e.status() {
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(MAX_BODY),
         _ if stalled(&e) => ApiError::BodyTimeout,
         _ => ApiError::BadRequest("unreadable_body", e.body_text()),
     })?;
     require_json(headers)?;
-    let parsed: OrderBody = serde_json::from_slice(&body).map_err(|e| match e.classify() {
+    serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => ApiError::Invalid(ValidationError::new("invalid_field", e.to_string())),
         _ => ApiError::BadRequest("malformed_json", format!("request body is not valid JSON: {e}")),
-    })?;
-    Ok(parsed.into_order()?)
+    })
 }
 
 /// Stores the order and answers `202 Accepted` with where to follow it.
@@ -172,6 +181,9 @@ pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrde
     let idempotency = key.map(|k| (k, request_hash(&order)));
     let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency }).await?;
     metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
+    if !placed.replayed {
+        state.live.changes.placed(placed.id, placed.created_at);
+    }
     Ok(accepted(placed))
 }
 

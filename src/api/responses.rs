@@ -22,6 +22,10 @@ fn header(kind: Type, description: &str) -> utoipa::openapi::header::Header {
 fn error(status: u16) -> (String, RefOr<Response>) {
     let description = match status {
         400 => "A bad path parameter, query parameter, header or body encoding (`code` says which).",
+        401 => "No `Authorization: Bearer TOKEN`, or not the operator token (`unauthorized`); nothing changed.",
+        403 => {
+            "The admin routes are off: the server was started without `ORDERFLOW_OPERATOR_TOKEN` (`admin_disabled`)."
+        }
         404 => "No such order (`not_found`).",
         408 => "The body stopped arriving before it was complete (`request_timeout`).",
         409 => {
@@ -41,6 +45,9 @@ fn error(status: u16) -> (String, RefOr<Response>) {
     };
     let body = ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody")))).build();
     let mut response = ResponseBuilder::new().description(description).content("application/json", body);
+    if status == 401 {
+        response = response.header("WWW-Authenticate", header(Type::String, "`Bearer`."));
+    }
     if status == 503 {
         response = response.header("Retry-After", header(Type::Integer, "Seconds to wait before retrying."));
     }
@@ -127,6 +134,24 @@ pub(super) struct ListErrors;
 impl IntoResponses for ListErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         errors(&[400, 500, 503])
+    }
+}
+
+/// What an admin route that reads can answer besides `200`.
+pub(super) struct AdminReadErrors;
+
+impl IntoResponses for AdminReadErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[400, 401, 403, 500, 503])
+    }
+}
+
+/// What an admin route with a JSON body can answer besides `200`.
+pub(super) struct AdminWriteErrors;
+
+impl IntoResponses for AdminWriteErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        errors(&[400, 401, 403, 408, 413, 415, 422, 500, 503])
     }
 }
 

@@ -33,7 +33,7 @@ pub fn queue_for(event: &Event) -> &'static str {
 
 /// A message that was given up on, as `dlq list` shows it: from the store's
 /// dead-letter table or from a broker's dead-letter queues.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct DeadLetter {
     pub id: String,
     pub queue: String,
@@ -45,5 +45,6 @@ pub struct DeadLetter {
     /// The dead message's fields as they were, name and value, for brokers
     /// whose messages are field lists (Redis Streams).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Vec<Vec<String>>, required = false)]
     pub fields: Option<Vec<(String, String)>>,
 }

@@ -53,7 +53,8 @@ macro_rules! suite {
             duplicate_deliveries_reserve_once,
             poison_and_failing_messages_are_dead_lettered_and_replayed,
             relays_publish_each_outbox_row_once,
-            statuses_are_read_together_and_their_moves_signalled
+            statuses_are_read_together_and_their_moves_signalled,
+            moved_orders_are_named_and_read_together
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -439,4 +440,29 @@ pub async fn statuses_are_read_together_and_their_moves_signalled(db: &impl Fixt
     let repeat = Event::new(EventType::OrderPlaced, event.order_id, CustomerId::parse("c").unwrap(), vec![], None);
     assert_eq!(store.reserve("inventory", vec![repeat]).await.unwrap(), vec![Handled::Duplicate]);
     assert!(!signal.has_changed().unwrap());
+}
+
+/// `GET /events` hears which orders a commit moved (on PostgreSQL through
+/// NOTIFY, so it may take a moment) and reads them in one call.
+pub async fn moved_orders_are_named_and_read_together(db: &impl Fixture) {
+    let store = db.store();
+    store.set_stock("tea", 1).await.unwrap();
+    let a = store.place_order(order("c", &[("tea", 1)], None)).await.unwrap().id;
+    let b = store.place_order(order("c", &[("tea", 1)], None)).await.unwrap().id;
+    let mut moved = store.moved_orders();
+    drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    let mut named = Vec::new();
+    while named.len() < 2 {
+        let ids = tokio::time::timeout(Duration::from_secs(5), moved.recv()).await.expect("told in time").unwrap();
+        named.extend(ids.iter().copied());
+    }
+    named.sort();
+    assert_eq!(named, [a, b]);
+
+    let mut read = store.get_orders(&[b, OrderId::new(), a]).await.unwrap();
+    read.sort_by_key(|o| o.order_id);
+    assert_eq!(read.iter().map(|o| o.order_id).collect::<Vec<_>>(), [a, b], "unknown ids are left out");
+    let statuses: Vec<Vec<Status>> = read.iter().map(|o| o.history.iter().map(|t| t.status).collect()).collect();
+    assert_eq!(statuses, [vec![Status::Placed, Status::Reserved], vec![Status::Placed, Status::Rejected]]);
+    assert_eq!(read[1].history[1].reason.as_deref(), Some("out_of_stock:tea"));
 }

@@ -168,7 +168,8 @@ impl OrderPage {
     }
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+/// A SKU's stock: units free to reserve, and units reserved by orders.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StockLevel {
     pub sku: String,
     pub available: i64,
@@ -245,6 +246,25 @@ pub trait Store: Send + Sync + 'static {
     /// Changes after each commit that moved an order's status: this
     /// process's, and (PostgreSQL, through NOTIFY) other processes'.
     fn status_signal(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// These orders as `get_order` reads them (those that exist, in no set
+    /// order), in one call: what `GET /events` reads after `moved_orders`.
+    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<OrderView>, StoreError>;
+    /// The ids of the orders each commit of the services moved (or may have
+    /// moved: a duplicate outcome may be among them): this process's on
+    /// SQLite, every process's on PostgreSQL (carried by NOTIFY). A receiver
+    /// that falls behind is told it lagged, and the sender never waits.
+    fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<MovedOrders>;
+}
+
+/// The orders one commit moved, shared by every receiver.
+pub type MovedOrders = Arc<[OrderId]>;
+
+/// Most batches of moved ids a `moved_orders` receiver may fall behind by.
+pub const MOVED_BACKLOG: usize = 256;
+
+/// The ids of the orders whose event was applied (`Handled::Done`).
+pub(crate) fn done_ids(events: &[Event], handled: &[Handled]) -> Vec<OrderId> {
+    events.iter().zip(handled).filter(|(_, h)| **h == Handled::Done).map(|(e, _)| e.order_id).collect()
 }
 
 /// The queue half of a database: what the `db` broker needs from the store.

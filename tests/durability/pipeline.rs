@@ -39,6 +39,8 @@ impl Pipeline {
             cache: None,
             metrics: None,
             max_in_flight: 1024,
+            operator: None,
+            replay_rate: 100,
             draining: CancellationToken::new(),
             clients: api::ClientLimits {
                 header_timeout: Duration::from_secs(30),

@@ -334,6 +334,11 @@ impl Server {
     /// Starts `orderflow <role> --listen 127.0.0.1:0 <extra>` and waits until
     /// it listens (the API roles) or has started (the others).
     pub async fn start(env: &Env, role: &str, extra: &[&str]) -> Server {
+        Server::start_with(env, role, extra, &[]).await
+    }
+
+    /// `start`, with these environment variables set for the process.
+    pub async fn start_with(env: &Env, role: &str, extra: &[&str], vars: &[(&str, &str)]) -> Server {
         let log_path = env.dir.path().join(format!("{role}.log"));
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&log_path).expect("log file");
         // Fast retries, unless the test sets its own.
@@ -343,6 +348,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(retry)
             .args(extra)
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
@@ -481,8 +487,21 @@ impl Client {
         if let Some(last) = last {
             request = request.header("Last-Event-ID", last);
         }
+        self.stream(request, id).await
+    }
+
+    /// Opens `GET /events?QUERY`, resuming after `last` when given.
+    pub async fn feed(&self, query: &str, last: Option<&str>) -> EventStream {
+        let mut request = self.http.get(self.url(&format!("/events?{query}")));
+        if let Some(last) = last {
+            request = request.header("Last-Event-ID", last);
+        }
+        self.stream(request, "every order").await
+    }
+
+    async fn stream(&self, request: reqwest::RequestBuilder, what: &str) -> EventStream {
         let response = request.send().await.expect("GET events");
-        assert_eq!(response.status(), 200, "opening the stream of {id}");
+        assert_eq!(response.status(), 200, "opening the stream of {what}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");
         EventStream { response, buffer: String::new() }
     }
@@ -532,9 +551,10 @@ pub struct EventStream {
     buffer: String,
 }
 
-/// One event: its `id` and its data, parsed as JSON.
+/// One event: its type (`event:`), `id` and its data, parsed as JSON.
 #[derive(Debug)]
 pub struct SseEvent {
+    pub kind: String,
     pub id: String,
     pub data: Value,
 }
@@ -551,7 +571,8 @@ impl EventStream {
                     |name: &str| block.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim_start().to_owned()));
                 if let Some(data) = field("data:") {
                     let data = serde_json::from_str(&data).expect("JSON data");
-                    return Some(SseEvent { id: field("id:").unwrap_or_default(), data });
+                    let (kind, id) = (field("event:").unwrap_or_default(), field("id:").unwrap_or_default());
+                    return Some(SseEvent { kind, id, data });
                 }
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -8,16 +8,19 @@
 //! `redis_upkeep` how it copes over a long life (retries, a Redis restarted
 //! with other settings, workers that come and go).
 //! `cache` the Redis cache of orders. `events` follows orders live over
-//! Server-Sent Events.
+//! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
+//! operator routes.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
 
+mod admin;
 mod cache;
 mod contract;
 mod drain;
 mod embedded;
 mod events;
+mod feed;
 mod helpers;
 mod openapi;
 mod redis;

@@ -57,12 +57,27 @@ async fn every_route_is_described_with_its_answers() {
     let stream = &spec["paths"]["/orders/{id}/events"]["get"]["responses"]["200"]["content"];
     assert!(stream["text/event-stream"].is_object(), "the stream's type: {stream}");
     assert_eq!(statuses("/orders", "get"), ["200", "400", "500", "503"]);
+    assert_eq!(statuses("/events", "get"), ["200", "400", "500", "503"]);
+    assert!(spec["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
+    let admin_read = ["200", "400", "401", "403", "500", "503"];
+    let admin_write = ["200", "400", "401", "403", "408", "413", "415", "422", "500", "503"];
+    for (path, method, answers) in [
+        ("/admin/stock", "get", &admin_read[..]),
+        ("/admin/dead-letters", "get", &admin_read[..]),
+        ("/admin/stock/{sku}", "put", &admin_write[..]),
+        ("/admin/dead-letters/replay", "post", &admin_write[..]),
+    ] {
+        assert_eq!(statuses(path, method), answers, "{method} {path}");
+        let op = &spec["paths"][path][method];
+        assert_eq!(op["security"], serde_json::json!([{"operator": []}]), "{method} {path} needs the token");
+    }
+    assert_eq!(spec["components"]["securitySchemes"]["operator"]["scheme"], "bearer");
     assert_eq!(statuses("/health", "get"), ["200"]);
-    for path in ["/ready", "/metrics", "/openapi.json", "/docs"] {
+    for path in ["/ready", "/metrics", "/openapi.json", "/docs", "/"] {
         assert_eq!(statuses(path, "get"), ["200", "503"], "{path}");
     }
     let paths: Vec<&String> = spec["paths"].as_object().expect("paths").keys().collect();
-    assert_eq!(paths.len(), 11, "a route was added: describe it here too ({paths:?})");
+    assert_eq!(paths.len(), 17, "a route was added: describe it here too ({paths:?})");
 
     let post = &spec["paths"]["/orders"]["post"];
     let accepted = &post["responses"]["202"]["headers"];
@@ -124,6 +139,25 @@ async fn the_docs_page_loads_from_this_server_alone() {
     let (_, _, init) = text(&server, "/docs/init.js").await;
     assert!(init.contains("url: \"/openapi.json\"") && init.contains("validatorUrl: null"), "{init}");
     assert!(!init.contains("http"), "the initializer names no host: {init}");
+}
+
+#[tokio::test]
+async fn the_dashboard_loads_from_this_server_alone() {
+    let env = Env::embedded();
+    let server = Server::start(&env, "run", &[]).await;
+    let (status, headers, page) = text(&server, "/").await;
+    assert_eq!(status, 200);
+    let policy = headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.starts_with("default-src 'self';") && !policy.contains("unsafe"), "{policy}");
+    // In-page links (`#/…`) aside, the script and the stylesheet.
+    let links: Vec<String> = links(&page).into_iter().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(links.len(), 2, "{links:?}");
+    for link in &links {
+        assert!(link.starts_with("/dashboard/"), "{link} is not on this server");
+        let (status, _, body) = text(&server, link).await;
+        assert_eq!(status, 200, "{link}");
+        assert!(!body.contains("http://") && !body.contains("https://") && !body.contains("@import"), "{link}");
+    }
 }
 
 #[tokio::test]

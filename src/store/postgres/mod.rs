@@ -55,6 +55,8 @@ pub struct PostgresStore {
     marks: queue::ScanMarks,
     /// Bumped when statuses moved, here or (through NOTIFY) elsewhere.
     statuses: Arc<watch::Sender<u64>>,
+    /// The ids of the orders moved, in every process (from NOTIFY's payload).
+    moved: tokio::sync::broadcast::Sender<crate::store::MovedOrders>,
 }
 
 impl PostgresStore {
@@ -73,8 +75,9 @@ impl PostgresStore {
         let (orders, rx) = mpsc::channel(ORDER_QUEUE);
         tokio::spawn(orders::run_writer(pool.clone(), rx, signal.clone()));
         let statuses = Arc::new(watch::Sender::new(0));
-        tokio::spawn(queue::listen(config, signal.clone(), statuses.clone()));
-        Ok(Self { pool, orders, signal, messages, marks: queue::ScanMarks::default(), statuses })
+        let moved = tokio::sync::broadcast::Sender::new(crate::store::MOVED_BACKLOG);
+        tokio::spawn(queue::listen(config, signal.clone(), statuses.clone(), moved.clone()));
+        Ok(Self { pool, orders, signal, messages, marks: queue::ScanMarks::default(), statuses, moved })
     }
 
     async fn client(&self) -> Result<Object, StoreError> {
@@ -112,9 +115,9 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let handled = effects::reserve(&tx, consumer, &events).await?;
-        let moved = handled.contains(&Handled::Done);
-        self.commit_moved(tx, moved).await?;
-        if moved {
+        let moved = crate::store::done_ids(&events, &handled);
+        self.commit_moved(tx, &moved).await?;
+        if !moved.is_empty() {
             bump(&self.signal);
         }
         Ok(handled)
@@ -124,7 +127,7 @@ impl Store for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let handled = effects::notify(&tx, consumer, &events).await?;
-        self.commit_moved(tx, handled.contains(&Handled::Done)).await?;
+        self.commit_moved(tx, &crate::store::done_ids(&events, &handled)).await?;
         Ok(handled)
     }
 
@@ -156,6 +159,14 @@ impl Store for PostgresStore {
         self.statuses.subscribe()
     }
 
+    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<OrderView>, StoreError> {
+        bounded(async { orders::get_many(&self.client().await?, ids).await }).await
+    }
+
+    fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<crate::store::MovedOrders> {
+        self.moved.subscribe()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let ping = async {
             let client = self.client().await?;
@@ -181,7 +192,8 @@ impl QueueStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
         let consumed = queue::consume(&tx, &self.marks, consumer, queue, effect, max, policy).await?;
-        self.commit_moved(tx, !consumed.applied.is_empty()).await?;
+        let moved: Vec<OrderId> = consumed.applied.iter().map(|e| e.order_id).collect();
+        self.commit_moved(tx, &moved).await?;
         if effect == Effect::Reserve && !consumed.applied.is_empty() {
             bump(&self.signal);
         }
@@ -217,14 +229,20 @@ impl QueueStore for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Commits a transaction of the services; when it moved statuses, the
-    /// live streams of every process hear of it (NOTIFY, delivered on commit).
-    async fn commit_moved(&self, tx: deadpool_postgres::Transaction<'_>, moved: bool) -> Result<(), StoreError> {
-        if moved {
-            tx.batch_execute(NOTIFY_STATUSES).await.map_err(db_err)?;
+    /// Commits a transaction of the services; when it moved orders, the
+    /// live streams of every process hear which (NOTIFY, delivered on
+    /// commit): the payload is the schema, a tab, and the orders' ids, in as
+    /// many notifications as keep each under PostgreSQL's 8000 bytes.
+    async fn commit_moved(&self, tx: deadpool_postgres::Transaction<'_>, moved: &[OrderId]) -> Result<(), StoreError> {
+        if !moved.is_empty() {
+            let stmt = tx.prepare_cached(NOTIFY_STATUSES).await.map_err(db_err)?;
+            for chunk in moved.chunks(NOTIFY_IDS) {
+                let ids: Vec<String> = chunk.iter().map(|id| id.as_uuid().simple().to_string()).collect();
+                tx.execute(&stmt, &[&ids.join(",")]).await.map_err(db_err)?;
+            }
         }
         tx.commit().await.map_err(db_err)?;
-        if moved {
+        if !moved.is_empty() {
             bump(&self.statuses);
         }
         Ok(())
@@ -246,8 +264,11 @@ fn bump(signal: &watch::Sender<u64>) {
 /// Queues wake-ups for consumers in every process sharing this schema: the
 /// notification is delivered when (and only if) the transaction commits.
 const NOTIFY_MESSAGES: &str = "SELECT pg_notify('orderflow_messages', current_schema())";
-/// Tells the live streams of every process that statuses moved.
-const NOTIFY_STATUSES: &str = "SELECT pg_notify('orderflow_statuses', current_schema())";
+/// Tells the live streams of every process which orders moved.
+const NOTIFY_STATUSES: &str = "SELECT pg_notify('orderflow_statuses', current_schema() || E'\\t' || $1::text)";
+/// Ids in one notification: 33 bytes each, under the 8000-byte payload limit
+/// with room for the schema's name (at most 63 bytes).
+const NOTIFY_IDS: usize = 200;
 
 fn pool_err(e: PoolError) -> StoreError {
     match e {

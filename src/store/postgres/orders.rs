@@ -251,6 +251,13 @@ pub(super) async fn get(client: &impl GenericClient, id: OrderId) -> Result<Opti
     row.as_ref().map(order_from_row).transpose()
 }
 
+pub(super) async fn get_many(client: &impl GenericClient, ids: &[OrderId]) -> Result<Vec<OrderView>, StoreError> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ANY($1)");
+    let stmt = client.prepare_cached(&sql).await.map_err(db_err)?;
+    client.query(&stmt, &[&ids]).await.map_err(db_err)?.iter().map(order_from_row).collect()
+}
+
 pub(super) async fn statuses(
     client: &impl GenericClient,
     ids: &[OrderId],

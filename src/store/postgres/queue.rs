@@ -19,12 +19,14 @@
 use super::{bump, db_err, describe};
 use crate::domain::{format_millis, now_millis, Event};
 use crate::messaging::{DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
+use crate::store::MovedOrders;
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
 
@@ -271,16 +273,18 @@ const LISTEN_MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// Bumps `signal` whenever a process sharing this schema queues messages,
 /// until the last receiver of the signal is gone.
-/// Also bumps `statuses` whenever one moves an order's status.
+/// Also bumps `statuses` whenever one moves an order's status, and sends
+/// the ids the notification carries to `moved`.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
     signal: Arc<watch::Sender<u64>>,
     statuses: Arc<watch::Sender<u64>>,
+    moved: broadcast::Sender<MovedOrders>,
 ) {
     let mut backoff = LISTEN_FIRST_BACKOFF;
     loop {
         let result = tokio::select! {
-            result = listen_once(&config, &signal, &statuses, &mut backoff) => result,
+            result = listen_once(&config, &signal, &statuses, &moved, &mut backoff) => result,
             _ = signal.closed() => return,
         };
         match result {
@@ -302,6 +306,7 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     signal: &watch::Sender<u64>,
     statuses: &watch::Sender<u64>,
+    moved: &broadcast::Sender<MovedOrders>,
     backoff: &mut Duration,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
@@ -326,8 +331,14 @@ async fn listen_once(
             }
             message = messages.next() => match message {
                 Some(Ok(AsyncMessage::Notification(n))) => {
-                    if schema.as_deref().is_none_or(|s| s == n.payload()) {
+                    // `schema` alone, or (statuses) `schema<TAB>id,id,…`.
+                    let (from, ids) = n.payload().split_once('\t').unwrap_or((n.payload(), ""));
+                    if schema.as_deref().is_none_or(|s| s == from) {
                         bump(if n.channel() == "orderflow_statuses" { statuses } else { signal });
+                        if !ids.is_empty() && moved.receiver_count() > 0 {
+                            let ids: MovedOrders = ids.split(',').filter_map(|id| id.parse().ok()).collect();
+                            let _ = moved.send(ids);
+                        }
                     }
                 }
                 Some(Ok(_)) => {}

@@ -52,6 +52,8 @@ pub struct SqliteStore {
     recent: Arc<recent::Recent>,
     /// Bumped after each commit of this store that moved an order's status.
     statuses: watch::Sender<u64>,
+    /// The ids behind each `statuses` bump, for `GET /events`.
+    moved: tokio::sync::broadcast::Sender<crate::store::MovedOrders>,
 }
 
 impl SqliteStore {
@@ -86,7 +88,8 @@ impl SqliteStore {
             .spawn(move || writer::run(conn, rx, cx))
             .context("starting the SQLite writer thread")?;
         let statuses = watch::Sender::new(0);
-        Ok(Self { writer: tx, readers: Arc::new(ReadPool::new(opener)), messages, recent, statuses })
+        let moved = tokio::sync::broadcast::Sender::new(crate::store::MOVED_BACKLOG);
+        Ok(Self { writer: tx, readers: Arc::new(ReadPool::new(opener)), messages, recent, statuses, moved })
     }
 
     /// Runs `f` inside the next group commit and returns its result once the

@@ -35,15 +35,17 @@ impl Store for SqliteStore {
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
+        let ids: Vec<OrderId> = events.iter().map(|e| e.order_id).collect();
         let handled = self.write_in_background(move |c| effects::reserve(c, &consumer, &events)).await?;
-        self.statuses_moved(handled.contains(&Handled::Done));
+        self.statuses_moved(moved_ids(&ids, &handled));
         Ok(handled)
     }
 
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
+        let ids: Vec<OrderId> = events.iter().map(|e| e.order_id).collect();
         let handled = self.write_in_background(move |c| effects::notify(c, &consumer, &events)).await?;
-        self.statuses_moved(handled.contains(&Handled::Done));
+        self.statuses_moved(moved_ids(&ids, &handled));
         Ok(handled)
     }
 
@@ -83,6 +85,15 @@ impl Store for SqliteStore {
 
     fn status_signal(&self) -> watch::Receiver<u64> {
         self.statuses.subscribe()
+    }
+
+    async fn get_orders(&self, ids: &[OrderId]) -> Result<Vec<OrderView>, StoreError> {
+        let ids = ids.to_vec();
+        self.read(move |c| ids.iter().filter_map(|id| orders::get(c, *id).transpose()).collect()).await
+    }
+
+    fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<crate::store::MovedOrders> {
+        self.moved.subscribe()
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -127,7 +138,7 @@ impl QueueStore for SqliteStore {
         let mut consumed = Consumed::default();
         for part in parts {
             let part = outcome(part).await?;
-            self.statuses_moved(!part.applied.is_empty());
+            self.statuses_moved(part.applied.iter().map(|e| e.order_id).collect());
             consumed.add(part);
         }
         Ok(consumed)
@@ -167,10 +178,19 @@ impl QueueStore for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Wakes the live streams after a commit that moved statuses.
-    fn statuses_moved(&self, moved: bool) {
-        if moved {
+    /// Wakes the live streams after a commit that moved these orders.
+    fn statuses_moved(&self, ids: Vec<OrderId>) {
+        if !ids.is_empty() {
             self.statuses.send_modify(|n| *n = n.wrapping_add(1));
+            // Nobody following `GET /events`: nothing to send.
+            if self.moved.receiver_count() > 0 {
+                let _ = self.moved.send(ids.into());
+            }
         }
     }
+}
+
+/// The orders of `ids` whose event was applied.
+fn moved_ids(ids: &[OrderId], handled: &[Handled]) -> Vec<OrderId> {
+    ids.iter().zip(handled).filter(|(_, h)| **h == Handled::Done).map(|(id, _)| *id).collect()
 }

@@ -1,0 +1,138 @@
+//! `POST /admin/dead-letters/replay`: send dead letters back to their queue,
+//! chosen by id or by a filter, at a bounded rate.
+//!
+//! Every broker lists its dead letters (`Broker::dead_letters`) and replays
+//! one by id (`Broker::replay`), so the selection is made here, over the
+//! listing, the same way for all of them: ids not in the listing are
+//! reported rather than passed on (a `db` broker's ids are numbers, a Redis
+//! one's stream ids, RabbitMQ's message ids, and a malformed one must not
+//! become a broker error). Letters are then replayed one at a time, at most
+//! `--replay-rate` a second, so a bulk replay feeds the pipeline no faster
+//! than it was told to; `dry_run` only counts.
+
+use super::admin::MAX_LETTERS;
+use super::auth::Operator;
+use super::orders::read_json;
+use super::responses::AdminWriteErrors;
+use super::{ApiError, AppState};
+use crate::domain::ValidationError;
+use crate::messaging::DeadLetter;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use utoipa::ToSchema;
+
+/// Most letters one request replays; more matching letters are left for the next.
+const MAX_REPLAY: usize = 1000;
+
+/// Which dead letters to replay: `ids`, or the letters that match every
+/// filter given (none given: all of them).
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReplayRequest {
+    /// These dead letters, by the `id` the listing shows; not with a filter.
+    #[schema(max_items = 1000)]
+    ids: Option<Vec<String>>,
+    /// Only letters dead-lettered from this queue (`order-events`, `inventory-events`).
+    queue: Option<String>,
+    /// Only letters whose error contains this text (case-insensitive).
+    error_contains: Option<String>,
+    /// Only letters dead-lettered at least this many seconds ago (letters
+    /// whose time is unknown, as RabbitMQ's, never match).
+    #[schema(minimum = 0)]
+    older_than_secs: Option<u64>,
+    /// Most letters to replay (1 to 1000; 100 when absent); the answer says how many more match.
+    #[schema(minimum = 1, maximum = 1000)]
+    limit: Option<usize>,
+    /// Count what would be replayed, and replay nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// What a replay did (or, with `dry_run`, would do).
+#[derive(Serialize, ToSchema)]
+pub(super) struct ReplayOutcome {
+    /// Dead letters that match.
+    matched: usize,
+    /// Dead letters sent back to their queue (0 on a dry run).
+    replayed: u64,
+    /// The ids chosen, in order: those replayed, or on a dry run those that would be.
+    ids: Vec<String>,
+    /// Ids asked for that are not dead letters (any more).
+    unknown_ids: Vec<String>,
+    dry_run: bool,
+}
+
+impl ReplayRequest {
+    fn check(&self) -> Result<usize, ValidationError> {
+        if self.ids.is_some()
+            && (self.queue.is_some() || self.error_contains.is_some() || self.older_than_secs.is_some())
+        {
+            return Err(ValidationError::new("invalid_field", "give either ids or a filter, not both"));
+        }
+        if self.ids.as_ref().is_some_and(|ids| ids.len() > MAX_REPLAY) {
+            return Err(ValidationError::new("invalid_field", format!("at most {MAX_REPLAY} ids at once")));
+        }
+        match self.limit.unwrap_or(100) {
+            n @ 1..=MAX_REPLAY => Ok(n),
+            n => Err(ValidationError::new("invalid_field", format!("limit must be from 1 to {MAX_REPLAY}, got {n}"))),
+        }
+    }
+
+    fn selects(&self, letter: &DeadLetter, now: chrono::DateTime<chrono::Utc>) -> bool {
+        if let Some(ids) = &self.ids {
+            return ids.contains(&letter.id);
+        }
+        let queue = self.queue.as_ref().is_none_or(|q| *q == letter.queue);
+        let error =
+            self.error_contains.as_ref().is_none_or(|text| letter.error.to_lowercase().contains(&text.to_lowercase()));
+        let age = self.older_than_secs.is_none_or(|secs| {
+            chrono::DateTime::parse_from_rfc3339(&letter.failed_at)
+                .is_ok_and(|at| (now - at.with_timezone(&chrono::Utc)).num_seconds() >= secs as i64)
+        });
+        queue && error && age
+    }
+}
+
+/// Replays dead letters by id or by filter, at most `--replay-rate` a second.
+#[utoipa::path(
+    post,
+    path = "/admin/dead-letters/replay",
+    tag = "admin",
+    operation_id = "admin_replay",
+    security(("operator" = [])),
+    request_body = ReplayRequest,
+    responses((status = 200, description = "What was replayed, or would be on a dry run.", body = ReplayOutcome),
+        AdminWriteErrors)
+)]
+pub(super) async fn replay(
+    _: Operator,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<ReplayOutcome>, ApiError> {
+    let request: ReplayRequest = read_json(&headers, body)?;
+    let limit = request.check()?;
+    let letters = state.broker.dead_letters(MAX_LETTERS).await?;
+    let now = chrono::Utc::now();
+    let chosen: Vec<&DeadLetter> = letters.iter().filter(|l| request.selects(l, now)).collect();
+    let unknown_ids = match &request.ids {
+        Some(ids) => ids.iter().filter(|id| !letters.iter().any(|l| l.id == **id)).cloned().collect(),
+        None => Vec::new(),
+    };
+    let ids: Vec<String> = chosen.iter().take(limit).map(|l| l.id.clone()).collect();
+    let mut replayed = 0;
+    if !request.dry_run {
+        let mut pace = tokio::time::interval(Duration::from_secs(1) / state.replay_rate.max(1));
+        pace.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for id in &ids {
+            pace.tick().await;
+            replayed += state.broker.replay(Some(id.clone())).await?;
+        }
+    }
+    Ok(Json(ReplayOutcome { matched: chosen.len(), replayed, ids, unknown_ids, dry_run: request.dry_run }))
+}
