@@ -38,6 +38,7 @@ pub(super) struct StockList {
 pub(super) struct SetStock {
     /// Units available to reserve from now on (reserved units are not counted).
     #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "super::orders::whole_number")]
     available: i64,
 }
 

@@ -61,14 +61,27 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 /// which JSON Schema (and so the description) counts as the integer 2. Out
 /// of `i64`'s range it saturates, and `Quantity` refuses it for its size.
 fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
+    whole_number(d).map(Some)
+}
+
+/// `whole`, for a field that must be there.
+pub(super) fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    whole_of(serde_json::Number::deserialize(d)?)
+}
+
+/// `whole`, for a field that may also be `null` (absent).
+pub(super) fn whole_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?.map(whole_of).transpose()
+}
+
+fn whole_of<E: serde::de::Error>(n: serde_json::Number) -> Result<i64, E> {
     if let Some(n) = n.as_i64() {
-        return Ok(Some(n));
+        return Ok(n);
     }
     match n.as_f64() {
         // `as` saturates: a huge whole number stays huge, and is refused as too large.
-        Some(x) if x.fract() == 0.0 => Ok(Some(x as i64)),
-        _ => Err(serde::de::Error::custom(format!("invalid type: {n}, expected a whole number"))),
+        Some(x) if x.fract() == 0.0 => Ok(x as i64),
+        _ => Err(E::custom(format!("invalid type: {n}, expected a whole number"))),
     }
 }
 

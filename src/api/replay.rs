@@ -28,13 +28,15 @@ use utoipa::ToSchema;
 
 /// Most letters one request replays; more matching letters are left for the next.
 const MAX_REPLAY: usize = 1000;
+/// The oldest age a filter may ask for: ten years.
+const MAX_AGE_SECS: i64 = 315_360_000;
 
 /// Which dead letters to replay: `ids`, or the letters that match every
 /// filter given (none given: all of them).
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ReplayRequest {
-    /// These dead letters, by the `id` the listing shows; not with a filter.
+    /// These dead letters, by the `id` the listing shows; with a filter, those of them that match it.
     #[schema(max_items = 1000)]
     ids: Option<Vec<String>>,
     /// Only letters dead-lettered from this queue (`order-events`, `inventory-events`).
@@ -43,11 +45,13 @@ pub(super) struct ReplayRequest {
     error_contains: Option<String>,
     /// Only letters dead-lettered at least this many seconds ago (letters
     /// whose time is unknown, as RabbitMQ's, never match).
-    #[schema(minimum = 0)]
-    older_than_secs: Option<u64>,
+    #[schema(minimum = 0, maximum = 315_360_000)]
+    #[serde(default, deserialize_with = "super::orders::whole_or_null")]
+    older_than_secs: Option<i64>,
     /// Most letters to replay (1 to 1000; 100 when absent); the answer says how many more match.
     #[schema(minimum = 1, maximum = 1000)]
-    limit: Option<usize>,
+    #[serde(default, deserialize_with = "super::orders::whole_or_null")]
+    limit: Option<i64>,
     /// Count what would be replayed, and replay nothing.
     #[serde(default)]
     dry_run: bool,
@@ -69,32 +73,32 @@ pub(super) struct ReplayOutcome {
 
 impl ReplayRequest {
     fn check(&self) -> Result<usize, ValidationError> {
-        if self.ids.is_some()
-            && (self.queue.is_some() || self.error_contains.is_some() || self.older_than_secs.is_some())
-        {
-            return Err(ValidationError::new("invalid_field", "give either ids or a filter, not both"));
-        }
         if self.ids.as_ref().is_some_and(|ids| ids.len() > MAX_REPLAY) {
             return Err(ValidationError::new("invalid_field", format!("at most {MAX_REPLAY} ids at once")));
         }
+        if self.older_than_secs.is_some_and(|secs| !(0..=MAX_AGE_SECS).contains(&secs)) {
+            return Err(ValidationError::new(
+                "invalid_field",
+                format!("older_than_secs must be from 0 to {MAX_AGE_SECS} (ten years)"),
+            ));
+        }
         match self.limit.unwrap_or(100) {
-            n @ 1..=MAX_REPLAY => Ok(n),
+            n if (1..=MAX_REPLAY as i64).contains(&n) => Ok(n as usize),
             n => Err(ValidationError::new("invalid_field", format!("limit must be from 1 to {MAX_REPLAY}, got {n}"))),
         }
     }
 
     fn selects(&self, letter: &DeadLetter, now: chrono::DateTime<chrono::Utc>) -> bool {
-        if let Some(ids) = &self.ids {
-            return ids.contains(&letter.id);
-        }
+        // Ids and a filter together select the listed letters that match it.
+        let listed = self.ids.as_ref().is_none_or(|ids| ids.contains(&letter.id));
         let queue = self.queue.as_ref().is_none_or(|q| *q == letter.queue);
         let error =
             self.error_contains.as_ref().is_none_or(|text| letter.error.to_lowercase().contains(&text.to_lowercase()));
         let age = self.older_than_secs.is_none_or(|secs| {
             chrono::DateTime::parse_from_rfc3339(&letter.failed_at)
-                .is_ok_and(|at| (now - at.with_timezone(&chrono::Utc)).num_seconds() >= secs as i64)
+                .is_ok_and(|at| (now - at.with_timezone(&chrono::Utc)).num_seconds() >= secs)
         });
-        queue && error && age
+        listed && queue && error && age
     }
 }
 
