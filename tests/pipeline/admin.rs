@@ -63,7 +63,8 @@ async fn stock_is_read_and_set_with_the_token() {
     env.set_stock("tea", 7);
     let server = Server::start_with(&env, "run", &[], &[("ORDERFLOW_OPERATOR_TOKEN", TOKEN)]).await;
     // A whole number written 12.0 is the integer 12, as JSON Schema says.
-    let (status, body) = call(&server, "PUT", "/admin/stock/coffee", Some(TOKEN), Some(json!({"available": 12.0}))).await;
+    let (status, body) =
+        call(&server, "PUT", "/admin/stock/coffee", Some(TOKEN), Some(json!({"available": 12.0}))).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"sku": "coffee", "available": 12, "reserved": 0}));
     let (status, body) = call(&server, "GET", "/admin/stock", Some(TOKEN), None).await;
