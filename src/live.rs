@@ -223,5 +223,8 @@ mod tests {
         fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<crate::store::MovedOrders> {
             unreachable!()
         }
+        async fn order_trail(&self, _: OrderId) -> Result<crate::store::OrderTrail, crate::store::StoreError> {
+            unreachable!()
+        }
     }
 }

@@ -17,6 +17,7 @@ mod replay;
 mod responses;
 mod schema;
 mod server;
+mod trail;
 
 pub use auth::OperatorToken;
 pub use error::ApiError;
@@ -69,6 +70,7 @@ fn limited_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(orders::create, orders::list))
         .routes(routes!(orders::get))
+        .routes(routes!(trail::get))
         .routes(routes!(events::order_events))
         .routes(routes!(feed::events))
         .routes(routes!(compat::create))

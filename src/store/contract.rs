@@ -54,7 +54,8 @@ macro_rules! suite {
             poison_and_failing_messages_are_dead_lettered_and_replayed,
             relays_publish_each_outbox_row_once,
             statuses_are_read_together_and_their_moves_signalled,
-            moved_orders_are_named_and_read_together
+            moved_orders_are_named_and_read_together,
+            an_orders_trail_shows_its_waiting_messages_and_notifications
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -465,4 +466,29 @@ pub async fn moved_orders_are_named_and_read_together(db: &impl Fixture) {
     let statuses: Vec<Vec<Status>> = read.iter().map(|o| o.history.iter().map(|t| t.status).collect()).collect();
     assert_eq!(statuses, [vec![Status::Placed, Status::Reserved], vec![Status::Placed, Status::Rejected]]);
     assert_eq!(read[1].history[1].reason.as_deref(), Some("out_of_stock:tea"));
+}
+
+/// An order's trail: its message waiting in each queue in turn, then the
+/// notification recorded about it; nothing about another order.
+pub async fn an_orders_trail_shows_its_waiting_messages_and_notifications(db: &impl Fixture) {
+    let store = db.store();
+    store.set_stock("tea", 5).await.unwrap();
+    let id = store.place_order(order("c", &[("tea", 1)], None)).await.unwrap().id;
+    let other = store.place_order(order("c", &[("tea", 1)], None)).await.unwrap().id;
+    let trail = store.order_trail(id).await.unwrap();
+    assert!(trail.notifications.is_empty());
+    let waiting: Vec<(&str, i64)> = trail.waiting.iter().map(|m| (m.queue.as_str(), m.attempts)).collect();
+    assert_eq!(waiting, [(QUEUE_ORDER_EVENTS, 0)], "only its own message: {trail:?}");
+
+    drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    let trail = store.order_trail(id).await.unwrap();
+    assert_eq!(trail.waiting.iter().map(|m| m.queue.as_str()).collect::<Vec<_>>(), [QUEUE_INVENTORY_EVENTS]);
+    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+    let trail = store.order_trail(id).await.unwrap();
+    assert!(trail.waiting.is_empty(), "{trail:?}");
+    assert_eq!(trail.notifications.len(), 1, "{trail:?}");
+    assert_eq!(trail.notifications[0].kind, "confirmed");
+    assert!(trail.notifications[0].sent_at.ends_with('Z'));
+    assert_eq!(store.order_trail(other).await.unwrap().notifications.len(), 1);
+    assert_eq!(store.order_trail(OrderId::new()).await.unwrap(), Default::default(), "an unknown order has no trail");
 }

@@ -254,6 +254,42 @@ pub trait Store: Send + Sync + 'static {
     /// SQLite, every process's on PostgreSQL (carried by NOTIFY). A receiver
     /// that falls behind is told it lagged, and the sender never waits.
     fn moved_orders(&self) -> tokio::sync::broadcast::Receiver<MovedOrders>;
+    /// What happened to an order besides its statuses: the notifications
+    /// sent about it, and its messages still waiting in the queue (or, with
+    /// a network broker, in the outbox). An operator's view: it scans the
+    /// notifications and the waiting messages, so it is not for hot paths.
+    async fn order_trail(&self, id: OrderId) -> Result<OrderTrail, StoreError>;
+}
+
+/// What `Store::order_trail` found.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct OrderTrail {
+    /// Each outcome the notifier recorded, with the event that caused it.
+    pub notifications: Vec<NotificationRecord>,
+    /// Messages about the order not yet delivered (at most 100, oldest first).
+    pub waiting: Vec<WaitingMessage>,
+}
+
+/// One notification the notifier recorded about an order.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct NotificationRecord {
+    /// The event it answered (its id is also the notifier's inbox key).
+    pub event_id: String,
+    /// `confirmed` or `rejected`.
+    pub kind: String,
+    pub message: String,
+    pub sent_at: String,
+}
+
+/// A message about an order that is still waiting to be delivered.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
+pub struct WaitingMessage {
+    pub id: i64,
+    pub queue: String,
+    pub routing_key: String,
+    /// Failed deliveries so far, and the last one's error.
+    pub attempts: i64,
+    pub last_error: Option<String>,
 }
 
 /// The orders one commit moved, shared by every receiver.

@@ -38,6 +38,8 @@ try {
   await page.waitForSelector("#timeline li[data-status=completed]", { timeout: 10000 });
   const steps = await page.$$eval("#timeline li", (lis) => lis.map((li) => li.dataset.status));
   if (steps.join() !== "placed,reserved,completed") throw new Error("timeline: " + steps);
+  // And what happened besides: the notification the notifier recorded.
+  await page.waitForSelector("#order-notifications tr[data-kind=confirmed]", { timeout: 10000 });
   await page.goto(url + "/#/", { waitUntil: "load" });
 
   // The operator's parts, with the token: replay the dead letter.

@@ -82,6 +82,11 @@ async fn lifecycle(mode: Mode) {
     assert_eq!(status, 200);
     assert_eq!(compat, serde_json::json!({"order_id": ok, "status": "completed"}));
     notified(&app, &done).await;
+    // The order's trail holds the notification about it, and nothing waits.
+    let (status, trail) = api.get(&format!("/orders/{ok}/trail")).await;
+    assert_eq!(status, 200, "{trail}");
+    assert_eq!(trail["notifications"][0]["kind"], "confirmed", "{trail}");
+    assert_eq!(api.get(&format!("/orders/{}/trail", uuid::Uuid::now_v7())).await.0, 404);
     eventually(SETTLE, "every event delivered: no message left in the queue or the outbox", || async {
         env.sql("SELECT count(*) FROM messages") == "0"
     })

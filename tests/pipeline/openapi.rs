@@ -54,6 +54,7 @@ async fn every_route_is_described_with_its_answers() {
     assert_eq!(statuses("/orders/{id}", "get"), ["200", "400", "404", "500", "503"]);
     assert_eq!(statuses("/order/get/{id}", "get"), ["200", "400", "404", "500", "503"]);
     assert_eq!(statuses("/orders/{id}/events", "get"), ["200", "400", "404", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}/trail", "get"), ["200", "400", "404", "500", "503"]);
     let stream = &spec["paths"]["/orders/{id}/events"]["get"]["responses"]["200"]["content"];
     assert!(stream["text/event-stream"].is_object(), "the stream's type: {stream}");
     assert_eq!(statuses("/orders", "get"), ["200", "400", "500", "503"]);
@@ -77,7 +78,7 @@ async fn every_route_is_described_with_its_answers() {
         assert_eq!(statuses(path, "get"), ["200", "503"], "{path}");
     }
     let paths: Vec<&String> = spec["paths"].as_object().expect("paths").keys().collect();
-    assert_eq!(paths.len(), 17, "a route was added: describe it here too ({paths:?})");
+    assert_eq!(paths.len(), 18, "a route was added: describe it here too ({paths:?})");
 
     let post = &spec["paths"]["/orders"]["post"];
     let accepted = &post["responses"]["202"]["headers"];

@@ -184,6 +184,15 @@ async function showOrder(id) {
     $("order-facts").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
     $("timeline").replaceChildren(...o.history.map((t) => el("li", { "data-status": t.status },
       statusCell(t.status), " at " + t.at + (t.reason ? " — " + t.reason : ""))));
+    // What happened besides the statuses: notifications, and messages still waiting.
+    const trail = await api("/orders/" + encodeURIComponent(id) + "/trail");
+    const none = () => [el("tr", {}, el("td", { colspan: "4" }, "none"))];
+    $("order-notifications").replaceChildren(...(trail.notifications.length ? trail.notifications.map((n) =>
+      el("tr", { "data-kind": n.kind }, el("td", {}, n.kind), el("td", { class: "wrap" }, n.message),
+        el("td", {}, time(n.sent_at)), el("td", {}, el("code", {}, n.event_id)))) : none()));
+    $("order-waiting").replaceChildren(...(trail.waiting.length ? trail.waiting.map((m) =>
+      el("tr", {}, el("td", {}, String(m.id)), el("td", {}, m.queue), el("td", {}, String(m.attempts)),
+        el("td", { class: "wrap" }, m.last_error || ""))) : none()));
     if (token()) {
       const letters = (await api("/admin/dead-letters?limit=1000")).dead_letters.filter((l) => orderOf(l) === id);
       $("order-letters").replaceChildren(...(letters.length ? letters.map(letterRow) : [el("tr", {}, el("td", {}, "none"))]));

@@ -167,6 +167,10 @@ impl Store for PostgresStore {
         self.moved.subscribe()
     }
 
+    async fn order_trail(&self, id: OrderId) -> Result<crate::store::OrderTrail, StoreError> {
+        bounded(async { orders::trail(&self.client().await?, id).await }).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let ping = async {
             let client = self.client().await?;

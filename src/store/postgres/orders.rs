@@ -18,7 +18,10 @@
 use super::{db_err, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::messaging::QUEUE_ORDER_EVENTS;
-use crate::store::{OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
+use crate::store::{
+    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
+    WaitingMessage,
+};
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -272,6 +275,46 @@ pub(super) async fn statuses(
             Ok((OrderId::from_uuid(r.get(0)), status))
         })
         .collect()
+}
+
+pub(super) async fn trail(client: &impl GenericClient, id: OrderId) -> Result<OrderTrail, StoreError> {
+    let notes = client
+        .prepare_cached(
+            "SELECT event_id::text, kind, message, sent_at FROM notifications WHERE order_id = $1 ORDER BY sent_at",
+        )
+        .await
+        .map_err(db_err)?;
+    let waiting = client
+        .prepare_cached(
+            "SELECT id, queue, routing_key, attempts::bigint, last_error FROM messages WHERE body LIKE $1 ORDER BY id LIMIT 100",
+        )
+        .await
+        .map_err(db_err)?;
+    let (uuid, pattern) = (id.as_uuid(), format!("%{id}%"));
+    let (notes_args, waiting_args): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&uuid], [&pattern]);
+    let (notes, waiting) =
+        futures::try_join!(client.query(&notes, &notes_args), client.query(&waiting, &waiting_args)).map_err(db_err)?;
+    Ok(OrderTrail {
+        notifications: notes
+            .iter()
+            .map(|r| NotificationRecord {
+                event_id: r.get(0),
+                kind: r.get(1),
+                message: r.get(2),
+                sent_at: format_millis(r.get(3)),
+            })
+            .collect(),
+        waiting: waiting
+            .iter()
+            .map(|r| WaitingMessage {
+                id: r.get(0),
+                queue: r.get(1),
+                routing_key: r.get(2),
+                attempts: r.get(3),
+                last_error: r.get(4),
+            })
+            .collect(),
+    })
 }
 
 /// Rows a listing by status alone examines for one page.

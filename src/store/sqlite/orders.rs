@@ -6,7 +6,10 @@ use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
 use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status};
 use crate::messaging::queue_for;
-use crate::store::{OrderFilter, OrderPage, OrderView, Placed, PreparedOrder, StoreError, Transition};
+use crate::store::{
+    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
+    WaitingMessage,
+};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 /// Queues an event for delivery (the outbox row, and the `db` broker's queue).
@@ -141,6 +144,44 @@ pub(super) fn statuses(conn: &Connection, ids: &[OrderId]) -> Result<Vec<(OrderI
         }
     }
     Ok(found)
+}
+
+pub(super) fn trail(conn: &Connection, id: OrderId) -> Result<OrderTrail, StoreError> {
+    let id = id.to_string();
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT event_id, kind, message, sent_at FROM notifications WHERE order_id = ?1 ORDER BY sent_at",
+        )
+        .map_err(db_err)?;
+    let notifications = stmt
+        .query_map([&id], |r| {
+            Ok(NotificationRecord {
+                event_id: r.get(0)?,
+                kind: r.get(1)?,
+                message: r.get(2)?,
+                sent_at: format_millis(r.get(3)?),
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, queue, routing_key, attempts, last_error FROM messages WHERE body LIKE ?1 ORDER BY id LIMIT 100",
+        )
+        .map_err(db_err)?;
+    let waiting = stmt
+        .query_map([format!("%{id}%")], |r| {
+            Ok(WaitingMessage {
+                id: r.get(0)?,
+                queue: r.get(1)?,
+                routing_key: r.get(2)?,
+                attempts: r.get(3)?,
+                last_error: r.get(4)?,
+            })
+        })
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    Ok(OrderTrail { notifications, waiting })
 }
 
 pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<OrderPage, StoreError> {

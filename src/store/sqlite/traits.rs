@@ -96,6 +96,10 @@ impl Store for SqliteStore {
         self.moved.subscribe()
     }
 
+    async fn order_trail(&self, id: OrderId) -> Result<crate::store::OrderTrail, StoreError> {
+        self.read(move |c| orders::trail(c, id)).await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         if self.writer.is_closed() {
             return Err(StoreError::Unavailable("writer has stopped".into()));
