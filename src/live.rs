@@ -51,7 +51,7 @@ impl Hub {
     pub fn watch(&self, id: OrderId, current: Status) -> watch::Receiver<Status> {
         let mut watched = self.watched.lock().expect("hub lock");
         let sender = watched.entry(id).or_insert_with(|| watch::Sender::new(current));
-        sender.send_if_modified(|known| later(*known, current) && std::mem::replace(known, current) != current);
+        sender.send_if_modified(|known| advance(known, current));
         sender.subscribe()
     }
 
@@ -86,9 +86,7 @@ impl Hub {
                     let watched = self.watched.lock().expect("hub lock");
                     for (id, status) in found {
                         if let Some(sender) = watched.get(&id) {
-                            sender.send_if_modified(|known| {
-                                later(*known, status) && std::mem::replace(known, status) != status
-                            });
+                            sender.send_if_modified(|known| advance(known, status));
                         }
                     }
                 }
@@ -102,6 +100,15 @@ impl Hub {
     pub fn watched(&self) -> usize {
         self.watched.lock().expect("hub lock").len()
     }
+}
+
+/// Moves `known` to `next` when `next` is later; says whether it moved.
+fn advance(known: &mut Status, next: Status) -> bool {
+    let moved = later(*known, next);
+    if moved {
+        *known = next;
+    }
+    moved
 }
 
 /// Whether `next` comes after `known` in an order's life: statuses only move
