@@ -27,7 +27,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 
 /// How often an idle stream sends a comment.
-const HEARTBEAT: Duration = Duration::from_secs(15);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
 
 /// Follow an order's status live, as Server-Sent Events.
 ///
@@ -55,11 +55,7 @@ pub(super) async fn order_events(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
     let after = last_event_id(&headers)?;
-    // A draining replica takes no new stream: the client (or the proxy) goes elsewhere.
-    if state.draining.is_cancelled() {
-        return Err(ApiError::Unavailable("this replica is draining".into()));
-    }
-    let permit = state.live.admit().ok_or(ApiError::TooManyStreams)?;
+    let permit = admit(&state)?;
     let view = state.store.get_order(id).await?.ok_or_else(|| ApiError::NotFound(format!("order {id} not found")))?;
     let changes = state.live.watch(id, view.status);
     let follow = Follow {
@@ -76,6 +72,16 @@ pub(super) async fn order_events(
         Some((Ok::<_, std::convert::Infallible>(event), follow))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)).into_response())
+}
+
+/// A place for one more live stream, held until it ends. A draining replica
+/// takes no new stream, so the client (or the proxy) goes elsewhere; past
+/// `--max-streams` the answer is `too_many_streams`.
+pub(super) fn admit(state: &AppState) -> Result<OwnedSemaphorePermit, ApiError> {
+    if state.draining.is_cancelled() {
+        return Err(ApiError::Unavailable("this replica is draining".into()));
+    }
+    state.live.admit().ok_or(ApiError::TooManyStreams)
 }
 
 /// `Last-Event-ID`, or 0 when absent.

@@ -11,6 +11,7 @@
 //! blocked pipeline. Streams count against `--max-streams`, send a comment
 //! every 15 s, and end when the replica drains.
 
+use super::events::HEARTBEAT;
 use super::responses::ListErrors;
 use super::{ApiError, AppState};
 use crate::changes::{Change, Item};
@@ -23,13 +24,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, OwnedSemaphorePermit};
 use tokio_util::sync::CancellationToken;
 use utoipa::IntoParams;
 
-const HEARTBEAT: Duration = Duration::from_secs(15);
 /// What a `reset` event says.
 const RESET: &str = r#"{"reason":"changes were missed: reload the orders (GET /orders), then keep following"}"#;
 
@@ -84,10 +83,7 @@ pub(super) async fn events(
             )
         })?),
     };
-    if state.draining.is_cancelled() {
-        return Err(ApiError::Unavailable("this replica is draining".into()));
-    }
-    let permit = state.live.admit().ok_or(ApiError::TooManyStreams)?;
+    let permit = super::events::admit(&state)?;
     let start = state.live.changes.start(last.as_deref());
     let mut pending: VecDeque<Item> = start.backlog.into_iter().map(Item::Change).collect();
     if start.reset {
