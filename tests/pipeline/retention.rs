@@ -35,8 +35,8 @@ pub async fn old_dead_letters_whose_effect_was_applied_are_not_applied_twice(mod
     let placed = event(&event_id_days_ago(30), "OrderPlaced", &order_id);
     let reserved = event(&event_id_days_ago(30), "InventoryReserved", &order_id);
     env.sql(&format!(
-        "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{placed}');
-         INSERT INTO messages (queue, routing_key, body) VALUES ('inventory-events', 'inventory.reserved', '{reserved}')"
+        "INSERT INTO messages (queue, routing_key, body) VALUES ('order-events', 'order.placed', '{placed}'),
+         ('inventory-events', 'inventory.reserved', '{reserved}')"
     ));
     eventually(SETTLE, "both events in the dead-letter queue", || async { env.dead_letters().len() == 2 }).await;
 
