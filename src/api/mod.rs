@@ -62,6 +62,9 @@ pub struct AppState {
     pub clients: ClientLimits,
     /// The orders this process's live streams watch.
     pub live: Arc<crate::live::Hub>,
+    /// How long idempotency keys hold, and how long the inboxes remember
+    /// (what a dead letter's replay checks).
+    pub retention: crate::domain::Retention,
 }
 
 /// The routes behind the limit of requests in flight, each registered with

@@ -10,6 +10,7 @@
 //! `cache` the Redis cache of orders. `events` follows orders live over
 //! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
 //! operator routes.
+//! `retention` what is pruned and what an old dead letter may do.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
@@ -25,5 +26,6 @@ mod helpers;
 mod openapi;
 mod redis;
 mod redis_upkeep;
+mod retention;
 mod slow_clients;
 mod validation;
