@@ -79,6 +79,7 @@ pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &s
         id: OrderId::new(),
         order: NewOrder::new(CustomerId::parse(customer).unwrap(), items).unwrap(),
         idempotency: key.map(|(k, hash)| (IdempotencyKey::parse(k).unwrap(), hash.to_owned())),
+        trace: None,
     }
 }
 

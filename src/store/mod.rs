@@ -18,7 +18,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status, TraceParent};
 use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -59,6 +59,8 @@ pub struct PlaceOrder {
     pub order: NewOrder,
     /// The key and a hash of the request it came with.
     pub idempotency: Option<(IdempotencyKey, String)>,
+    /// The request's trace, kept with the order and carried by its events.
+    pub trace: Option<TraceParent>,
 }
 
 /// An order rendered for storage. The JSON is built on the caller's task,
@@ -74,13 +76,16 @@ pub(crate) struct PreparedOrder {
     pub event: String,
     /// The idempotency key and the request's hash.
     pub idempotency: Option<(String, String)>,
+    /// The order's `traceparent`, as stored in its row.
+    pub traceparent: Option<String>,
 }
 
 impl PreparedOrder {
     pub fn new(p: PlaceOrder) -> Self {
         let items = serde_json::to_string(&p.order.items).expect("items serialize");
         let customer_id = p.order.customer_id.as_str().to_owned();
-        let placed = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
+        let placed =
+            Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).in_trace(p.trace);
         let event = placed.to_json();
         Self {
             id: p.id,
@@ -89,6 +94,7 @@ impl PreparedOrder {
             placed,
             event,
             idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
+            traceparent: p.trace.map(|t| t.to_string()),
         }
     }
 }
@@ -132,6 +138,16 @@ pub struct OrderView {
     pub updated_at: String,
     /// Every status the order has had, oldest first, each with its time.
     pub history: Vec<Transition>,
+    /// The W3C trace the order was placed in: every log line and span about
+    /// it carries this id. Absent for orders placed before traces were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
+}
+
+/// The trace id of a stored `traceparent`.
+pub(crate) fn trace_id_of(traceparent: Option<String>) -> Option<String> {
+    TraceParent::parse(&traceparent?).map(|t| t.trace_id().to_string())
 }
 
 #[derive(Debug, Clone, Default)]

@@ -12,7 +12,8 @@
 //! operator routes.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
-//! not do to the server.
+//! not do to the server. `tracing` follows an order's W3C trace through
+//! headers, logs and exported spans.
 
 mod admin;
 mod cache;
@@ -26,4 +27,5 @@ mod openapi;
 mod redis;
 mod redis_upkeep;
 mod slow_clients;
+mod tracing;
 mod validation;
