@@ -109,8 +109,9 @@ async fn run_in_store(
                 backoff = FIRST_BACKOFF;
                 // The store parsed and applied the events itself: their spans
                 // only record that they were handled, and when.
-                let _spans: Vec<_> =
-                    batch.applied.iter().filter_map(|e| traces::event_span(service.name(), &mut e.clone())).collect();
+                if traces::exporting() {
+                    batch.applied.iter().for_each(|e| drop(traces::event_span(service.name(), &mut e.clone())));
+                }
                 announce(settings.cache.as_ref(), service, &batch.applied).await;
                 log_applied(service, &batch.applied);
                 if service == Service::Notifier {
