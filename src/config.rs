@@ -132,6 +132,23 @@ pub enum Command {
     Dlq(DlqCommand),
 }
 
+impl Command {
+    /// The subcommand's name: what a process's spans are exported as
+    /// (`orderflow-<role>`) unless `OTEL_SERVICE_NAME` says otherwise.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Api(_) => "api",
+            Command::Inventory(_) => "inventory",
+            Command::Notifier(_) => "notifier",
+            Command::Relay(_) => "relay",
+            Command::Migrate => "migrate",
+            Command::Stock(_) => "stock",
+            Command::Dlq(_) => "dlq",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
     /// Address the HTTP API listens on (port 0 picks a free port).

@@ -17,6 +17,7 @@ mod replay;
 mod responses;
 mod schema;
 mod server;
+mod trace_context;
 mod trail;
 
 pub use auth::OperatorToken;
@@ -137,7 +138,10 @@ pub fn router(state: AppState) -> Router {
         .service(routes);
     // The liveness check answers even when the process is overloaded.
     let (unlimited, _) = unlimited_routes().split_for_parts();
-    unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited)
+    let router = unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited);
+    // Applied to each route and to the fallback: every request passes
+    // through it once, whichever answers it.
+    router.layer(trace_context::TraceContextLayer)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in

@@ -192,7 +192,8 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(
 pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrder) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
     let idempotency = key.map(|key| Keyed { key, request_hash: request_hash(&order), ttl: state.retention.key_ttl });
-    let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency }).await?;
+    let trace = super::trace_context::of(headers);
+    let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency, trace }).await?;
     metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
     if !placed.replayed {
         state.live.changes.placed(placed.id, placed.created_at);

@@ -88,6 +88,7 @@ pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &s
             request_hash: hash.to_owned(),
             ttl: crate::domain::DEFAULT_KEY_TTL,
         }),
+        trace: None,
     }
 }
 

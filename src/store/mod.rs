@@ -18,7 +18,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status, TraceParent};
 use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -58,6 +58,8 @@ pub struct PlaceOrder {
     pub id: OrderId,
     pub order: NewOrder,
     pub idempotency: Option<Keyed>,
+    /// The request's trace, kept with the order and carried by its events.
+    pub trace: Option<TraceParent>,
 }
 
 /// A client's idempotency key, with a hash of the request it came with.
@@ -84,13 +86,16 @@ pub(crate) struct PreparedOrder {
     pub event: String,
     /// The idempotency key, the request's hash and the key's time to live.
     pub idempotency: Option<(String, String, std::time::Duration)>,
+    /// The order's `traceparent`, as stored in its row.
+    pub traceparent: Option<String>,
 }
 
 impl PreparedOrder {
     pub fn new(p: PlaceOrder) -> Self {
         let items = serde_json::to_string(&p.order.items).expect("items serialize");
         let customer_id = p.order.customer_id.as_str().to_owned();
-        let placed = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
+        let placed =
+            Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).in_trace(p.trace);
         let event = placed.to_json();
         Self {
             id: p.id,
@@ -99,6 +104,7 @@ impl PreparedOrder {
             placed,
             event,
             idempotency: p.idempotency.map(|k| (k.key.as_str().to_owned(), k.request_hash, k.ttl)),
+            traceparent: p.trace.map(|t| t.to_string()),
         }
     }
 }
@@ -142,6 +148,16 @@ pub struct OrderView {
     pub updated_at: String,
     /// Every status the order has had, oldest first, each with its time.
     pub history: Vec<Transition>,
+    /// The W3C trace the order was placed in: every log line and span about
+    /// it carries this id. Absent for orders placed before traces were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
+}
+
+/// The trace id of a stored `traceparent`.
+pub(crate) fn trace_id_of(traceparent: Option<String>) -> Option<String> {
+    TraceParent::parse(&traceparent?).map(|t| t.trace_id().to_string())
 }
 
 #[derive(Debug, Clone, Default)]

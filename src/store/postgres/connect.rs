@@ -24,6 +24,7 @@ const MIGRATION_LOCK: i64 = 0x6f72_6465_7266_6c6f; // "orderflo"
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres.sql"),
     include_str!("../migrations/postgres-2.sql"),
+    include_str!("../migrations/postgres-3.sql"),
     include_str!("../migrations/postgres-4.sql"),
 ];
 

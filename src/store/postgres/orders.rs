@@ -191,10 +191,12 @@ async fn place_batch(
         let customers: Vec<&str> = fresh.iter().map(|o| o.customer_id.as_str()).collect();
         let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
         let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
+        let traces: Vec<Option<&str>> = fresh.iter().map(|o| o.traceparent.as_deref()).collect();
         let (insert_orders, insert_messages, notify) = futures::try_join!(
             tx.prepare_cached(
-                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
-                 SELECT id, c, 'placed', i::jsonb, $4, $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, c, i)",
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent)
+                 SELECT id, c, 'placed', i::jsonb, $4, $4, tp
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[]) AS t(id, c, i, tp)",
             ),
             tx.prepare_cached(
                 "INSERT INTO messages (queue, routing_key, body) SELECT $1, $2, b FROM unnest($3::text[]) AS t(b)"
@@ -203,7 +205,7 @@ async fn place_batch(
         )
         .map_err(db_err)?;
         // Sent together: the three statements are pipelined on the connection.
-        let order_args: [&(dyn ToSql + Sync); 4] = [&ids, &customers, &items, &now];
+        let order_args: [&(dyn ToSql + Sync); 5] = [&ids, &customers, &items, &now, &traces];
         let message_args: [&(dyn ToSql + Sync); 3] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies];
         futures::try_join!(
             tx.execute(&insert_orders, &order_args),
@@ -231,7 +233,8 @@ fn ttl_of(o: &PreparedOrder) -> std::time::Duration {
 }
 
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at";
+    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at, \
+     traceparent";
 
 fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let bad = |what: &str, e: String| StoreError::Other(anyhow::anyhow!("order row has a bad {what}: {e}"));
@@ -255,6 +258,7 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
         created_at: format_millis(created_at),
         updated_at: format_millis(r.try_get(6).map_err(db_err)?),
         history,
+        trace_id: crate::store::trace_id_of(r.try_get(10).map_err(db_err)?),
     })
 }
 

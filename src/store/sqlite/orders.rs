@@ -91,14 +91,15 @@ pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, Store
         .map_err(db_err)?;
     }
     conn.stmt(Hot::InsertOrder)
-        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
+        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now, p.traceparent]))
         .map_err(db_err)?;
     enqueue_json(conn, p.placed, p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at";
+    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at, \
+     traceparent";
 
 fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
     let bad = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
@@ -114,6 +115,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
         created_at: format_millis(r.get(5)?),
         updated_at: format_millis(r.get(6)?),
         history: history_from_row(r)?,
+        trace_id: crate::store::trace_id_of(r.get(10)?),
     })
 }
 
