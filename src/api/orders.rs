@@ -193,7 +193,7 @@ pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrde
     let key = idempotency_key(headers)?;
     let idempotency = key.map(|k| (k, request_hash(&order)));
     let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency }).await?;
-    metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
+    metrics::counter!(crate::telemetry::catalog::ORDERS_ACCEPTED).increment(u64::from(!placed.replayed));
     if !placed.replayed {
         state.live.changes.placed(placed.id, placed.created_at);
     }

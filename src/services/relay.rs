@@ -8,6 +8,7 @@
 
 use crate::broker::Broker;
 use crate::store::Database;
+use crate::telemetry::catalog::{BATCH_SIZE, RELAYED, STAGE_RELAY};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +29,8 @@ pub async fn run(
     };
     let mut signal = store.message_signal();
     let mut backoff = FIRST_BACKOFF;
+    let relayed = metrics::counter!(RELAYED);
+    let batch = metrics::histogram!(BATCH_SIZE, "stage" => STAGE_RELAY);
     tracing::info!("relaying the outbox");
     while !shutdown.is_cancelled() {
         signal.borrow_and_update();
@@ -42,7 +45,8 @@ pub async fn run(
             }
             Ok(n) => {
                 backoff = FIRST_BACKOFF;
-                metrics::counter!("orderflow_relayed_total").increment(n as u64);
+                relayed.increment(n as u64);
+                batch.record(n as f64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, pause = ?backoff, "relaying failed; backing off");

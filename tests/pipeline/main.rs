@@ -11,6 +11,7 @@
 //! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
 //! operator routes.
 //! `drain` checks what SIGTERM does to a process with the API.
+//! `metrics` reads `/metrics` from every process of a deployment.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
 
@@ -22,6 +23,7 @@ mod embedded;
 mod events;
 mod feed;
 mod helpers;
+mod metrics;
 mod openapi;
 mod redis;
 mod redis_upkeep;

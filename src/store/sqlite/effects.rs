@@ -62,6 +62,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             }
             continue;
         }
+        let reached = decision.status();
         let next = match decision {
             Reservation::Reserve(wanted) => {
                 for (sku, qty) in &wanted {
@@ -72,7 +73,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
         };
         enqueue(conn, next)?;
-        outcomes.push(Handled::Done);
+        outcomes.push(Handled::Done(Some(reached)));
     }
     for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {
         conn.stmt(Hot::TakeStock).and_then(|mut s| s.execute(params![sku, level.taken, now])).map_err(db_err)?;
@@ -110,7 +111,7 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
         }
-        outcomes.push(Handled::Done);
+        outcomes.push(Handled::Done(completed.then_some(Status::Completed)));
     }
     Ok(outcomes)
 }
