@@ -2,7 +2,9 @@
 //!
 //! `serve` connects to the store and broker the configuration names, starts
 //! the roles asked for (the API on a bound listener, the consuming services)
-//! and runs them until asked to stop. A process with the API first drains:
+//! and runs them until asked to stop. A process without the API serves its
+//! `/metrics` and `/health` on the same `--listen` address, so every role
+//! can be scraped. A process with the API first drains:
 //! `/ready` answers 503 while every request is still served, for
 //! `--drain-secs` or until asked again. Then the API stops taking connections
 //! and finishes its requests, each worker settles the batch it holds, and
@@ -135,6 +137,20 @@ async fn connect_patiently(
 
 /// Runs `roles` until asked to stop.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
+    // Before anything resolves a metric's handle, which would otherwise go nowhere.
+    let metrics = crate::telemetry::metrics_handle();
+    let clients = api::ClientLimits {
+        header_timeout: Duration::from_secs(args.header_timeout_secs),
+        body_timeout: Duration::from_secs(args.body_timeout_secs),
+        idle_timeout: Duration::from_secs(args.idle_timeout_secs),
+        max_connections: args.max_connections as usize,
+    };
+    // Bound before the database is reached, so a worker waiting for it can
+    // already be scraped (and a script that asked for port 0 learns where).
+    let metrics_listener = match roles.api {
+        true => None,
+        false => Some(bind(args.listen, "metrics").await?),
+    };
     let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
     services::pruner::check_inbox_window(
         common.inbox_retention,
@@ -161,9 +177,11 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     let stop = CancellationToken::new();
     let draining = CancellationToken::new();
     let mut tasks = JoinSet::new();
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(api::serve_metrics(listener, metrics.clone(), clients, stop.clone()));
+    }
     if roles.api {
-        let listener = TcpListener::bind(args.listen).await.with_context(|| format!("binding {}", args.listen))?;
-        let addr = listener.local_addr()?;
+        let listener = bind(args.listen, "API").await?;
         let live = crate::live::Hub::new(store.clone(), args.max_streams);
         tasks.spawn({
             let (live, stop) = (live.clone(), stop.clone());
@@ -177,23 +195,15 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             store: store.clone(),
             broker: broker.clone(),
             cache: cache.clone(),
-            metrics: crate::telemetry::metrics_handle(),
+            metrics,
             max_in_flight: args.max_in_flight,
             // Only from the environment: a flag would show in `ps`.
             operator: api::OperatorToken::from_env(),
             replay_rate: args.replay_rate,
             draining: draining.clone(),
-            clients: api::ClientLimits {
-                header_timeout: Duration::from_secs(args.header_timeout_secs),
-                body_timeout: Duration::from_secs(args.body_timeout_secs),
-                idle_timeout: Duration::from_secs(args.idle_timeout_secs),
-                max_connections: args.max_connections as usize,
-            },
+            clients,
             retention: common.retention(),
         };
-        tracing::info!(%addr, "API listening");
-        // A machine-readable line for scripts and tests that asked for port 0.
-        println!("listening on {addr}");
         tasks.spawn(api::serve(listener, state, stop.clone()));
     }
     let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache };
@@ -253,6 +263,16 @@ fn pruned_by(roles: Roles, common: &Common) -> Vec<(Prunable, Duration)> {
         tables.push((Prunable::Notifications, common.inbox_retention));
     }
     tables
+}
+
+/// Binds `addr` and announces it, in the log and, as a machine-readable line
+/// for scripts and tests that asked for port 0, on stdout.
+async fn bind(addr: std::net::SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
+    let listener = TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "{what} listening");
+    println!("listening on {addr}");
+    Ok(listener)
 }
 
 /// The order cache `--cache-url` names, if any. Only a URL that cannot be

@@ -151,7 +151,8 @@ impl Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address the HTTP API listens on (port 0 picks a free port).
+    /// Address the HTTP API listens on (port 0 picks a free port); a worker
+    /// serves its `/metrics` and `/health` there.
     #[arg(long, env = "ORDERFLOW_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Most events a worker takes at once and applies in one transaction (with SQLite, one per 32).

@@ -10,10 +10,14 @@ use super::responses::Shed;
 use super::schema::{Health, NotReady, Readiness};
 use super::AppState;
 use crate::domain::Status;
+use crate::messaging::{QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::telemetry::catalog::{DEAD_LETTERS, ORDERS, QUEUED_MESSAGES, QUEUE_LAG, QUEUE_OUTBOX};
+use crate::telemetry::seconds_since;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use std::time::Duration;
 
@@ -75,9 +79,10 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
 
 /// Prometheus metrics.
 ///
-/// Orders accepted, events applied per service, orders per status, queued
-/// messages, dead letters and the SQLite writer's commits and time; the
-/// operator's guide (docs/operations.md) describes each.
+/// Orders accepted, requests and their latency, events applied per service,
+/// orders per status and their time to each status, queue lag, dead letters,
+/// batch sizes and the SQLite writer's rounds; the operator's guide
+/// (docs/operations.md) describes each.
 #[utoipa::path(
     get,
     path = "/metrics",
@@ -90,15 +95,38 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
     )
 )]
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(stats) = state.store.stats().await {
+    let (stats, waiting) = tokio::join!(state.store.stats(), state.broker.waiting_since());
+    if let Ok(stats) = stats {
         // Every status, so a count that drops to zero is not left at its last value.
         for status in Status::ALL.map(Status::as_str) {
             let n = stats.orders_by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
-            metrics::gauge!("orderflow_orders", "status" => status).set(n as f64);
+            metrics::gauge!(ORDERS, "status" => status).set(n as f64);
         }
-        metrics::gauge!("orderflow_queued_messages").set(stats.queued_messages as f64);
-        metrics::gauge!("orderflow_dead_letters").set(stats.dead_letters as f64);
+        metrics::gauge!(QUEUED_MESSAGES).set(stats.queued_messages as f64);
+        metrics::gauge!(DEAD_LETTERS).set(stats.dead_letters as f64);
+        let front = |queue: &str| stats.oldest_messages.iter().filter(|(q, _)| q == queue).map(|(_, at)| *at).min();
+        if state.broker.publisher().is_none() {
+            // The db broker: the messages table holds the queues themselves.
+            for queue in [QUEUE_ORDER_EVENTS, QUEUE_INVENTORY_EVENTS] {
+                set_lag(queue, front(queue));
+            }
+        } else {
+            set_lag(QUEUE_OUTBOX, stats.oldest_messages.iter().map(|(_, at)| *at).min());
+        }
     }
-    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    for (queue, since) in waiting.unwrap_or_default() {
+        set_lag(queue, since);
+    }
+    render(state.metrics.as_ref())
+}
+
+/// The process's metrics in the Prometheus text format.
+pub(super) fn render(metrics: Option<&PrometheusHandle>) -> Response {
+    let text = metrics.map(PrometheusHandle::render).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Sets `queue`'s lag: the age of its oldest waiting message, 0 when none waits.
+fn set_lag(queue: &'static str, oldest: Option<i64>) {
+    metrics::gauge!(QUEUE_LAG, "queue" => queue).set(oldest.map_or(0.0, seconds_since));
 }

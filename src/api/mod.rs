@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod feed;
 mod health;
+mod metered;
 mod openapi;
 mod orders;
 mod read;
@@ -27,8 +28,10 @@ pub use server::ClientLimits;
 use crate::broker::Broker;
 use crate::cache::OrderCache;
 use crate::store::Store;
+use crate::telemetry::catalog::{ORDERS_ACCEPTED, REQUESTS_SHED};
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
 use axum::BoxError;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -117,16 +120,21 @@ async fn method_not_allowed() -> ApiError {
 pub fn router(state: AppState) -> Router {
     let max_in_flight = state.max_in_flight;
     let body_timeout = state.clients.body_timeout;
+    // Exported from the start, at 0, so a rate over them exists before the first one.
+    metrics::counter!(REQUESTS_SHED).increment(0);
+    metrics::counter!(ORDERS_ACCEPTED).increment(0);
     let (routes, _) = limited_routes().split_for_parts();
     let routes = routes
         .merge(docs::assets())
         .merge(dashboard::assets())
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        // Per route, unlike the layers below: only there is the matched route known.
+        .layer(metered::MeteredLayer)
         .with_state(state.clone());
     let limited = ServiceBuilder::new()
         .layer(HandleErrorLayer::new(|_: BoxError| async {
-            metrics::counter!("orderflow_requests_shed_total").increment(1);
+            metrics::counter!(REQUESTS_SHED).increment(1);
             ApiError::Overloaded
         }))
         .load_shed()
@@ -138,10 +146,32 @@ pub fn router(state: AppState) -> Router {
         .service(routes);
     // The liveness check answers even when the process is overloaded.
     let (unlimited, _) = unlimited_routes().split_for_parts();
-    let router = unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited);
+    let router = unlimited
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(metered::MeteredLayer)
+        .with_state(state)
+        .fallback_service(limited);
     // Applied to each route and to the fallback: every request passes
     // through it once, whichever answers it.
     router.layer(trace_context::TraceContextLayer)
+}
+
+/// What a process without the API serves on `--listen`, so that every role
+/// can be scraped: its own `/metrics` and `/health`, with the same limits on
+/// clients as the API.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    metrics: Option<PrometheusHandle>,
+    limits: ClientLimits,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(move || std::future::ready(health::render(metrics.as_ref()))))
+        .route("/health", get(health::health))
+        .fallback(|| async { ApiError::NotFound("no such route".into()) })
+        .layer(metered::MeteredLayer);
+    server::run(listener, router, limits, shutdown).await;
+    Ok(())
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in

@@ -194,7 +194,7 @@ pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrde
     let idempotency = key.map(|key| Keyed { key, request_hash: request_hash(&order), ttl: state.retention.key_ttl });
     let trace = super::trace_context::of(headers);
     let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency, trace }).await?;
-    metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
+    metrics::counter!(crate::telemetry::catalog::ORDERS_ACCEPTED).increment(u64::from(!placed.replayed));
     if !placed.replayed {
         state.live.changes.placed(placed.id, placed.created_at);
     }

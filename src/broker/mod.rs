@@ -48,6 +48,13 @@ pub trait Broker: Send + Sync + 'static {
     /// Where the relay publishes the outbox, or `None` when there is no
     /// outbox to relay (the `db` broker).
     fn publisher(&self) -> Option<Arc<dyn Publisher>>;
+    /// Per queue this broker can look into, when its oldest message still
+    /// waiting was written (Unix milliseconds), or `None` when none waits.
+    /// Empty for a broker that cannot tell (RabbitMQ) and for the `db` broker,
+    /// whose queues the store reports (`PipelineStats::oldest_messages`).
+    async fn waiting_since(&self) -> Result<Vec<(&'static str, Option<i64>)>, BrokerError> {
+        Ok(Vec::new())
+    }
 }
 
 /// One message handed to a consumer.

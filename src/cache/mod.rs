@@ -24,10 +24,11 @@ mod tests;
 pub use entry::{FRESH_FOR, TERMINAL_FOR};
 
 use crate::domain::{OrderId, Status};
+use crate::telemetry::catalog::{CACHE_REQUESTS, CACHE_WRITES};
 use breaker::Breaker;
 use entry::Entry;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::{Arc, Once};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The cache's knobs.
@@ -116,7 +117,7 @@ impl OrderCache {
             Outcome::Failed => ("error", None),
             Outcome::Skipped => ("skipped", None),
         };
-        count("orderflow_cache_requests_total", &[("result", result)], 1);
+        count(CACHE_REQUESTS, &[("result", result)], 1);
         json
     }
 
@@ -148,16 +149,16 @@ impl OrderCache {
         let outcome = self.call(async move { invocation.invoke_async::<usize>(&mut conn).await }).await;
         match outcome {
             Outcome::Done(stored) => {
-                count("orderflow_cache_writes_total", &[("kind", kind), ("result", "stored")], stored);
-                count("orderflow_cache_writes_total", &[("kind", kind), ("result", "refused")], entries.len() - stored);
+                count(CACHE_WRITES, &[("kind", kind), ("result", "stored")], stored);
+                count(CACHE_WRITES, &[("kind", kind), ("result", "refused")], entries.len() - stored);
                 stored
             }
             Outcome::Failed => {
-                count("orderflow_cache_writes_total", &[("kind", kind), ("result", "error")], entries.len());
+                count(CACHE_WRITES, &[("kind", kind), ("result", "error")], entries.len());
                 0
             }
             Outcome::Skipped => {
-                count("orderflow_cache_writes_total", &[("kind", kind), ("result", "skipped")], entries.len());
+                count(CACHE_WRITES, &[("kind", kind), ("result", "skipped")], entries.len());
                 0
             }
         }
@@ -186,22 +187,8 @@ impl OrderCache {
     }
 }
 
-/// Adds `n` to a counter, described for `/metrics` the first time one is
-/// touched (by then the process's recorder is installed).
+/// Adds `n` to a counter (`catalog::CACHE_*`).
 fn count(name: &'static str, labels: &[(&'static str, &'static str)], n: usize) {
-    static DESCRIBED: Once = Once::new();
-    DESCRIBED.call_once(|| {
-        metrics::describe_counter!(
-            "orderflow_cache_requests_total",
-            "Order reads from the cache: result=hit, miss (not cached, or only a tombstone), \
-             error (failed or timed out), skipped (breaker open after an error)"
-        );
-        metrics::describe_counter!(
-            "orderflow_cache_writes_total",
-            "Cache entries written: kind=fill (a copy after a miss) or tombstone (after a status change); \
-             result=stored, refused (a newer entry was there), error, skipped"
-        );
-    });
     let labels: Vec<metrics::Label> = labels.iter().map(|&(k, v)| metrics::Label::new(k, v)).collect();
     metrics::counter!(name, labels).increment(n as u64);
 }

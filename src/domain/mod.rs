@@ -36,9 +36,21 @@ pub fn format_millis(ms: i64) -> String {
     at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
+/// Reads back a time `format_millis` wrote (any RFC 3339 time), in
+/// milliseconds.
+pub fn parse_millis(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text).ok().map(|at| at.timestamp_millis())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::format_millis;
+    use super::{format_millis, parse_millis};
+
+    #[test]
+    fn a_formatted_time_reads_back() {
+        assert_eq!(parse_millis(&format_millis(1_764_291_000_045)), Some(1_764_291_000_045));
+        assert_eq!(parse_millis("yesterday"), None);
+    }
 
     #[test]
     fn times_are_rfc_3339_in_utc_to_the_millisecond() {

@@ -48,6 +48,14 @@ impl OrderId {
     pub fn as_uuid(self) -> Uuid {
         self.0
     }
+
+    /// When the order was placed, in Unix milliseconds: the id is made at
+    /// placement and a UUIDv7 carries its millisecond. `None` for an id that
+    /// is not a UUIDv7.
+    pub fn placed_millis(self) -> Option<i64> {
+        let (secs, nanos) = self.0.get_timestamp()?.to_unix();
+        Some(secs as i64 * 1000 + i64::from(nanos / 1_000_000))
+    }
 }
 
 impl Default for OrderId {
@@ -396,6 +404,14 @@ mod tests {
         assert!(a < b);
         assert_eq!(a.to_string().parse::<OrderId>().unwrap(), a);
         assert_eq!("nope".parse::<OrderId>().unwrap_err().code, "invalid_order_id");
+    }
+
+    #[test]
+    fn an_order_id_tells_when_it_was_placed() {
+        let before = crate::domain::now_millis();
+        let placed = OrderId::new().placed_millis().expect("a v7 id");
+        assert!((before..=crate::domain::now_millis()).contains(&placed));
+        assert_eq!(OrderId::from_uuid(Uuid::nil()).placed_millis(), None);
     }
 
     #[test]

@@ -31,6 +31,13 @@ pub fn queue_for(event: &Event) -> &'static str {
     }
 }
 
+/// When the first event a message body carries was written (Unix
+/// milliseconds); `None` for a body that is not an event.
+pub fn written_millis(body: &str) -> Option<i64> {
+    let events = Event::many_from_json(body.as_bytes()).ok()?;
+    crate::domain::parse_millis(&events.first()?.timestamp)
+}
+
 /// A message that was given up on, as `dlq list` shows it: from the store's
 /// dead-letter table or from a broker's dead-letter queues.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]

@@ -6,6 +6,7 @@
 //! orders. The relay publishes the outbox when a network broker carries the
 //! events.
 
+mod meters;
 pub mod pruner;
 mod relay;
 pub mod replay;

@@ -62,7 +62,7 @@ pub async fn prune(
     let mut total = 0;
     loop {
         let deleted = store.prune(table.clone(), cutoff, BATCH).await?;
-        metrics::counter!("orderflow_pruned_rows_total", "table" => table.table()).increment(deleted);
+        metrics::counter!(crate::telemetry::catalog::PRUNED_ROWS, "table" => table.table()).increment(deleted);
         total += deleted;
         if deleted < BATCH as u64 {
             return Ok(total);

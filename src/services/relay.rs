@@ -11,6 +11,7 @@
 use crate::broker::Broker;
 use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use crate::store::Database;
+use crate::telemetry::catalog::{BATCH_SIZE, RELAYED, STAGE_RELAY};
 use crate::traces;
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -33,15 +34,17 @@ pub async fn run(
     };
     let mut signal = store.message_signal();
     let mut backoff = FIRST_BACKOFF;
+    let relayed = metrics::counter!(RELAYED);
+    let batch = metrics::histogram!(BATCH_SIZE, "stage" => STAGE_RELAY);
     tracing::info!("relaying the outbox");
     while !shutdown.is_cancelled() {
         signal.borrow_and_update();
-        let relayed = if traces::exporting() {
+        let turn = if traces::exporting() {
             store.relay(batch_size, &Traced(publisher.as_ref())).await
         } else {
             store.relay(batch_size, publisher.as_ref()).await
         };
-        match relayed {
+        match turn {
             Ok(0) => {
                 backoff = FIRST_BACKOFF;
                 tokio::select! {
@@ -52,7 +55,8 @@ pub async fn run(
             }
             Ok(n) => {
                 backoff = FIRST_BACKOFF;
-                metrics::counter!("orderflow_relayed_total").increment(n as u64);
+                relayed.increment(n as u64);
+                batch.record(n as f64);
             }
             Err(e) => {
                 tracing::warn!(error = %e, pause = ?backoff, "relaying failed; backing off");

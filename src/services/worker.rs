@@ -22,6 +22,7 @@
 //! After each commit the orders whose status it changed are announced to the
 //! order cache, when there is one (`crate::cache`).
 
+use super::meters::Meters;
 use super::Service;
 use crate::broker::{Broker, Delivery, Settle, Subscription};
 use crate::cache::OrderCache;
@@ -97,6 +98,7 @@ async fn run_in_store(
 ) -> anyhow::Result<()> {
     let mut signal = store.message_signal();
     let mut backoff = FIRST_BACKOFF;
+    let meters = Meters::new(service);
     tracing::info!(service = service.name(), queue = service.queue(), "consuming");
     while !shutdown.is_cancelled() {
         // Mark the signal seen before looking, so a commit that races with
@@ -118,8 +120,12 @@ async fn run_in_store(
                     batch.applied.iter().for_each(log_notification);
                 }
                 if batch.taken > 0 {
-                    metrics::counter!("orderflow_events_applied_total", "service" => service.name())
-                        .increment(batch.applied.len() as u64);
+                    // The queue is the store's: a message is taken, applied
+                    // and settled in one transaction, so its age is read here.
+                    meters.took(batch.taken);
+                    meters.delivered(&batch.applied);
+                    meters.applied(batch.applied.len());
+                    batch.reached.iter().for_each(|&(order, status)| meters.reached(order, status));
                     tracing::debug!(
                         service = service.name(),
                         taken = batch.taken,
@@ -153,6 +159,7 @@ async fn run_subscribed(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let mut backoff = FIRST_BACKOFF;
+    let meters = Meters::new(service);
     tracing::info!(service = service.name(), queue = service.queue(), "consuming from the broker");
     while !shutdown.is_cancelled() {
         let batch = match subscription.next_batch(settings.batch_size, RECEIVE_WAIT).await {
@@ -166,11 +173,15 @@ async fn run_subscribed(
         if batch.is_empty() {
             continue;
         }
+        meters.took(batch.len());
         let mut settled = Vec::with_capacity(batch.len());
         let mut parsed = Vec::with_capacity(batch.len());
         for Delivery { tag, body } in batch {
             match Event::many_from_json(&body) {
-                Ok(events) => parsed.push((tag, events)),
+                Ok(events) => {
+                    meters.delivered(&events);
+                    parsed.push((tag, events));
+                }
                 Err(e) => {
                     tracing::warn!(service = service.name(), tag, error = %e, "poison message dead-lettered");
                     settled.push((tag, Settle::DeadLetter));
@@ -218,7 +229,12 @@ async fn run_subscribed(
                 let mut settle = Settle::Ack;
                 for event in events {
                     match results.next().expect("a result for every event") {
-                        Handled::Done => applied.push(event.clone()),
+                        Handled::Done(reached) => {
+                            if let Some(status) = reached {
+                                meters.reached(event.order_id, status);
+                            }
+                            applied.push(event.clone());
+                        }
                         Handled::Duplicate => {}
                         Handled::Retry(reason) => {
                             tracing::warn!(
@@ -246,8 +262,7 @@ async fn run_subscribed(
         if service == Service::Notifier {
             applied.iter().for_each(log_notification);
         }
-        metrics::counter!("orderflow_events_applied_total", "service" => service.name())
-            .increment(applied.len() as u64);
+        meters.applied(applied.len());
         if stopping {
             break;
         }

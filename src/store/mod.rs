@@ -205,8 +205,9 @@ pub struct StockLevel {
 /// The outcome of handling one event in a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
-    /// The effect is committed.
-    Done,
+    /// The effect is committed, with the status it moved the order to when
+    /// it moved it (`orderflow_order_duration_seconds` is recorded from it).
+    Done(Option<Status>),
     /// The effect was committed before, by an earlier delivery.
     Duplicate,
     /// Nothing was written; the event should be retried later.
@@ -229,6 +230,8 @@ pub struct Consumed {
     pub taken: usize,
     /// Events whose effect was applied by this call (not duplicates).
     pub applied: Vec<Event>,
+    /// The orders those effects moved, and the status each reached.
+    pub reached: Vec<(OrderId, Status)>,
     pub retried: usize,
     pub dead_lettered: usize,
 }
@@ -238,6 +241,7 @@ impl Consumed {
     pub fn add(&mut self, part: Consumed) {
         self.taken += part.taken;
         self.applied.extend(part.applied);
+        self.reached.extend(part.reached);
         self.retried += part.retried;
         self.dead_lettered += part.dead_lettered;
     }
@@ -249,6 +253,9 @@ pub struct PipelineStats {
     pub orders_by_status: Vec<(String, i64)>,
     pub queued_messages: i64,
     pub dead_letters: i64,
+    /// Per queue of the `messages` table, when the event at its front was
+    /// written (Unix milliseconds): the `db` broker's queues, or the outbox.
+    pub oldest_messages: Vec<(String, i64)>,
 }
 
 #[async_trait]
@@ -353,7 +360,7 @@ pub const MOVED_BACKLOG: usize = 256;
 
 /// The ids of the orders whose event was applied (`Handled::Done`).
 pub(crate) fn done_ids(events: &[Event], handled: &[Handled]) -> Vec<OrderId> {
-    events.iter().zip(handled).filter(|(_, h)| **h == Handled::Done).map(|(e, _)| e.order_id).collect()
+    events.iter().zip(handled).filter(|(_, h)| matches!(h, Handled::Done(_))).map(|(e, _)| e.order_id).collect()
 }
 
 /// The queue half of a database: what the `db` broker needs from the store.

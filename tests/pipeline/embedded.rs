@@ -33,11 +33,11 @@ async fn health_and_ready() {
     for counter in [
         "orderflow_store_commits_total",
         "orderflow_store_jobs_total",
-        "orderflow_store_writer_microseconds_total{phase=\"exec\"}",
-        "orderflow_store_writer_microseconds_total{phase=\"commit\"}",
+        "orderflow_store_writer_duration_seconds_count{phase=\"exec\"}",
+        "orderflow_store_writer_duration_seconds_sum{phase=\"commit\"}",
     ] {
-        let n = metrics.lines().find_map(|l| l.strip_prefix(counter)).map(|v| v.trim().parse::<u64>().unwrap());
-        assert!(n.is_some_and(|n| n > 0), "{counter} in {metrics}");
+        let n = metrics.lines().find_map(|l| l.strip_prefix(counter)).map(|v| v.trim().parse::<f64>().unwrap());
+        assert!(n.is_some_and(|n| n > 0.0), "{counter} in {metrics}");
     }
 }
 

@@ -332,7 +332,7 @@ pub struct Server {
 
 impl Server {
     /// Starts `orderflow <role> --listen 127.0.0.1:0 <extra>` and waits until
-    /// it listens (the API roles) or has started (the others).
+    /// it listens (the API, or a worker's metrics).
     pub async fn start(env: &Env, role: &str, extra: &[&str]) -> Server {
         Server::start_with(env, role, extra, &[]).await
     }
@@ -353,18 +353,17 @@ impl Server {
             .stderr(log)
             .spawn()
             .expect("starting orderflow");
-        let mut addr = String::new();
-        if matches!(role, "run" | "api") {
-            let stdout = child.stdout.take().expect("stdout");
-            addr = tokio::task::spawn_blocking(move || {
-                let mut line = String::new();
-                BufReader::new(stdout).read_line(&mut line).expect("reading stdout");
-                line.trim().strip_prefix("listening on ").map(str::to_owned)
-            })
-            .await
-            .expect("reader")
-            .unwrap_or_else(|| panic!("orderflow {role} did not start; see {}", env.dir.path().display()));
-        }
+        // Every serving role prints where it listens: the API, or a worker's
+        // `/metrics` and `/health`.
+        let stdout = child.stdout.take().expect("stdout");
+        let addr = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            BufReader::new(stdout).read_line(&mut line).expect("reading stdout");
+            line.trim().strip_prefix("listening on ").map(str::to_owned)
+        })
+        .await
+        .expect("reader")
+        .unwrap_or_else(|| panic!("orderflow {role} did not start; see {}", env.dir.path().display()));
         let client = Client::new(&addr);
         Server { log: log_path, child, client }
     }

@@ -12,6 +12,7 @@
 //! operator routes.
 //! `retention` what is pruned and what an old dead letter may do.
 //! `drain` checks what SIGTERM does to a process with the API.
+//! `metrics` reads `/metrics` from every process of a deployment.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server. `tracing` follows an order's W3C trace through
 //! headers, logs and exported spans.
@@ -24,6 +25,7 @@ mod embedded;
 mod events;
 mod feed;
 mod helpers;
+mod metrics;
 mod openapi;
 mod redis;
 mod redis_upkeep;

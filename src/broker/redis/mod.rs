@@ -25,6 +25,7 @@ mod claim;
 mod consumers;
 mod dlq;
 mod durability;
+mod lag;
 mod link;
 mod publisher;
 mod streams;
@@ -112,5 +113,14 @@ impl Broker for RedisBroker {
 
     fn publisher(&self) -> Option<Arc<dyn Publisher>> {
         Some(self.publisher.clone())
+    }
+
+    async fn waiting_since(&self) -> Result<Vec<(&'static str, Option<i64>)>, BrokerError> {
+        let mut conn = self.shared.get().await?;
+        let mut found = Vec::with_capacity(streams::GROUPS.len());
+        for (stream, group) in streams::GROUPS {
+            found.push((stream, lag::oldest_unacknowledged(&mut conn, stream, group).await?));
+        }
+        Ok(found)
     }
 }

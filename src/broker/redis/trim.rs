@@ -53,7 +53,7 @@ pub(super) async fn trim(conn: &mut ConnectionManager, stream: &str) -> Result<u
 }
 
 /// The smallest id pending in `group` (the summary form of `XPENDING`).
-async fn oldest_pending(
+pub(super) async fn oldest_pending(
     conn: &mut ConnectionManager,
     stream: &str,
     group: &str,

@@ -116,7 +116,8 @@ pub(super) async fn reserve(
             continue;
         }
         let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
-        statuses.insert(id, decision.status());
+        let reached = decision.status();
+        statuses.insert(id, reached);
         match decision {
             Reservation::Reserve(wanted) => {
                 for (sku, qty) in &wanted {
@@ -132,7 +133,7 @@ pub(super) async fn reserve(
                 reasons.push(reason);
             }
         }
-        outcomes.push(Handled::Done);
+        outcomes.push(Handled::Done(Some(reached)));
     }
 
     let (skus, taken): (Vec<&str>, Vec<i64>) =
@@ -241,11 +242,12 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        if event.event_type == EventType::InventoryReserved {
+        let completes = event.event_type == EventType::InventoryReserved;
+        if completes {
             statuses.insert(id, Status::Completed);
             completed.push(id);
         }
-        outcomes.push(Handled::Done);
+        outcomes.push(Handled::Done(completes.then_some(Status::Completed)));
     }
     if !completed.is_empty() {
         let stmt = tx

@@ -147,7 +147,8 @@ impl Store for PostgresStore {
                 client.query("SELECT status, count(*) FROM orders GROUP BY status", &[]).await.map_err(db_err)?;
             let orders_by_status = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
             let (queued_messages, dead_letters) = queue::counts(&client).await?;
-            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
+            let oldest_messages = queue::oldest(&client).await?;
+            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters, oldest_messages })
         })
         .await
     }

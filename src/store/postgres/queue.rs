@@ -18,7 +18,7 @@
 
 use super::{bump, db_err, describe};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::messaging::{DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
+use crate::messaging::{written_millis, DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
 use crate::store::MovedOrders;
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -122,8 +122,11 @@ pub(super) async fn consume(
     let (mut retry_ids, mut retry_attempts, mut retry_at, mut retry_errors) = (vec![], vec![], vec![], vec![]);
     for (((id, attempts), event), result) in taken.into_iter().zip(events).zip(results) {
         match result {
-            Handled::Done => {
+            Handled::Done(reached) => {
                 delete.push(id);
+                if let Some(status) = reached {
+                    consumed.reached.push((event.order_id, status));
+                }
                 consumed.applied.push(event);
             }
             Handled::Duplicate => delete.push(id),
@@ -274,6 +277,17 @@ pub(super) async fn counts(client: &impl GenericClient) -> Result<(i64, i64), St
         .await
         .map_err(db_err)?;
     Ok((row.get(0), row.get(1)))
+}
+
+/// When the event at the front of each queue was written, for the queues
+/// whose front row is an event.
+pub(super) async fn oldest(client: &impl GenericClient) -> Result<Vec<(String, i64)>, StoreError> {
+    let rows = client
+        .query("SELECT queue, body FROM messages WHERE id IN (SELECT min(id) FROM messages GROUP BY queue)", &[])
+        .await
+        .map_err(db_err)?;
+    let front = rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, &str>(1)));
+    Ok(front.filter_map(|(queue, body)| Some((queue, written_millis(body)?))).collect())
 }
 
 const LISTEN_FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -62,6 +62,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             }
             continue;
         }
+        let reached = decision.status();
         let next = match decision {
             Reservation::Reserve(wanted) => {
                 for (sku, qty) in &wanted {
@@ -72,7 +73,7 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
         };
         enqueue(conn, next)?;
-        outcomes.push(Handled::Done);
+        outcomes.push(Handled::Done(Some(reached)));
     }
     for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {
         conn.stmt(Hot::TakeStock).and_then(|mut s| s.execute(params![sku, level.taken, now])).map_err(db_err)?;
@@ -115,7 +116,8 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             .map_err(db_err)?;
         // A completion always records a new notification (the order was
         // `reserved` until now), so only a rejection can be a duplicate here.
-        outcomes.push(if inserted == 0 { Handled::Duplicate } else { Handled::Done });
+        let completes = (event.event_type == EventType::InventoryReserved).then_some(Status::Completed);
+        outcomes.push(if inserted == 0 { Handled::Duplicate } else { Handled::Done(completes) });
     }
     Ok(outcomes)
 }

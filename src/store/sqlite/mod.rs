@@ -83,6 +83,7 @@ impl SqliteStore {
             messages: messages_tx,
             checkpointer: checkpoint::start(opener.clone())?,
             recent: recent.clone(),
+            meters: writer::Meters::new(),
         };
         std::thread::Builder::new()
             .name("sqlite-writer".into())

@@ -19,7 +19,9 @@ use super::effects;
 use super::recent::{Matcher, Recent};
 use super::statements::{Hot, Writer};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::messaging::{DeadLetter, OutboxMessage, Reject, RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::messaging::{
+    written_millis, DeadLetter, OutboxMessage, Reject, RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS,
+};
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use rusqlite::{params, Connection};
 
@@ -178,18 +180,21 @@ pub(super) fn settle(
     };
     // The usual case, every message applied or a duplicate: one statement
     // deletes them all.
-    let all_settled = results.iter().all(|r| matches!(r, Handled::Done | Handled::Duplicate));
+    let all_settled = results.iter().all(|r| matches!(r, Handled::Done(_) | Handled::Duplicate));
     if all_settled {
         conn.stmt(queue.settle()).and_then(|mut s| s.execute(params![span.0, span.1, now])).map_err(db_err)?;
     }
     let mut delete = conn.prepare_cached("DELETE FROM messages WHERE id = ?1").map_err(db_err)?;
     for (((id, attempts), event), result) in ids.into_iter().zip(events).zip(results) {
         match result {
-            Handled::Done | Handled::Duplicate => {
+            Handled::Done(_) | Handled::Duplicate => {
                 if !all_settled {
                     delete.execute([id]).map_err(db_err)?;
                 }
-                if matches!(result, Handled::Done) {
+                if let Handled::Done(reached) = result {
+                    if let Some(status) = reached {
+                        consumed.reached.push((event.order_id, status));
+                    }
                     consumed.applied.push(event);
                 }
             }
@@ -326,6 +331,19 @@ pub(super) fn counts(conn: &Connection) -> Result<(i64, i64), StoreError> {
         Ok((r.get(0)?, r.get(1)?))
     })
     .map_err(db_err)
+}
+
+/// When the event at the front of each queue was written, for the queues
+/// whose front row is an event.
+pub(super) fn oldest(conn: &Connection) -> Result<Vec<(String, i64)>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached("SELECT queue, body FROM messages WHERE id IN (SELECT min(id) FROM messages GROUP BY queue)")
+        .map_err(db_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
+        .map_err(db_err)?;
+    Ok(rows.into_iter().filter_map(|(queue, body)| Some((queue, written_millis(&body)?))).collect())
 }
 
 #[cfg(test)]

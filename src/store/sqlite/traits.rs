@@ -73,7 +73,8 @@ impl Store for SqliteStore {
                 .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
                 .map_err(db_err)?;
             let (queued_messages, dead_letters) = queue::counts(c)?;
-            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters })
+            let oldest_messages = queue::oldest(c)?;
+            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters, oldest_messages })
         })
         .await
     }
@@ -127,7 +128,7 @@ impl QueueStore for SqliteStore {
         if batch.is_empty() {
             return Ok(Consumed::default());
         }
-        metrics::counter!("orderflow_store_events_reused_total").increment(batch.reused as u64);
+        metrics::counter!(crate::telemetry::catalog::STORE_EVENTS_REUSED).increment(batch.reused as u64);
         // No statement of a batch fails on its input: message ids are new,
         // inbox and notification inserts ignore repeats, and stock is taken
         // only as far as the levels read in the same transaction allow.
@@ -200,5 +201,5 @@ impl SqliteStore {
 
 /// The orders of `ids` whose event was applied.
 fn moved_ids(ids: &[OrderId], handled: &[Handled]) -> Vec<OrderId> {
-    ids.iter().zip(handled).filter(|(_, h)| **h == Handled::Done).map(|(id, _)| *id).collect()
+    ids.iter().zip(handled).filter(|(_, h)| matches!(h, Handled::Done(_))).map(|(id, _)| *id).collect()
 }

@@ -117,6 +117,31 @@ pub(super) struct Context {
     /// Nudged after every commit (`checkpoint`).
     pub checkpointer: super::checkpoint::Waker,
     pub recent: Arc<Recent>,
+    pub meters: Meters,
+}
+
+/// The writer's metrics, resolved once: a round records without a lookup.
+pub(super) struct Meters {
+    commits: metrics::Counter,
+    jobs: metrics::Counter,
+    batch: metrics::Histogram,
+    exec: metrics::Histogram,
+    commit: metrics::Histogram,
+}
+
+impl Meters {
+    pub(super) fn new() -> Self {
+        use crate::telemetry::catalog::{
+            BATCH_SIZE, STAGE_STORE_WRITER, STORE_COMMITS, STORE_JOBS, STORE_WRITER_DURATION,
+        };
+        Self {
+            commits: metrics::counter!(STORE_COMMITS),
+            jobs: metrics::counter!(STORE_JOBS),
+            batch: metrics::histogram!(BATCH_SIZE, "stage" => STAGE_STORE_WRITER),
+            exec: metrics::histogram!(STORE_WRITER_DURATION, "phase" => "exec"),
+            commit: metrics::histogram!(STORE_WRITER_DURATION, "phase" => "commit"),
+        }
+    }
 }
 
 /// The writer's loop: rounds on one connection until a round fails, then a
@@ -224,12 +249,12 @@ fn round(conn: &Writer<'_>, rx: &mut mpsc::Receiver<Job>, pending: &mut Pending,
         }),
     };
     let committed = Instant::now();
-    count_time(
-        "orderflow_store_writer_microseconds_total",
-        [("exec", committing - began), ("commit", committed - committing)],
-    );
-    metrics::counter!("orderflow_store_commits_total").increment(1);
-    metrics::counter!("orderflow_store_jobs_total").increment(replies.len() as u64);
+    let meters = &cx.meters;
+    meters.exec.record(committing - began);
+    meters.commit.record(committed - committing);
+    meters.commits.increment(1);
+    meters.jobs.increment(replies.len() as u64);
+    meters.batch.record(replies.len() as f64);
     let ok = outcome.is_ok();
     if ok {
         cx.checkpointer.wake();
@@ -251,12 +276,5 @@ fn run_job(work: Work, conn: &Writer<'_>) -> Ran {
             tracing::error!("a store job panicked; rolling its transaction back");
             Ran { reply: Box::new(|_| ()), fails_round: true }
         }
-    }
-}
-
-/// Adds each phase's time to `counter{phase}`, in microseconds.
-fn count_time<const N: usize>(counter: &'static str, phases: [(&'static str, Duration); N]) {
-    for (phase, time) in phases {
-        metrics::counter!(counter, "phase" => phase).increment(time.as_micros() as u64);
     }
 }

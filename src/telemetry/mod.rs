@@ -5,13 +5,21 @@
 //! lines per system call as have gathered: the notifier logs a line per
 //! order, and a write per line would cost more than the order's commit.
 //! Metrics are recorded with the `metrics` crate and rendered in the
-//! Prometheus format at `/metrics`. When an OTLP endpoint is set, spans are
-//! also exported (`crate::traces`); without one no layer is added for it.
+//! Prometheus format at `/metrics`; `catalog` names each one, and the
+//! recorder is set up from it (help, type, buckets) when first asked for.
+//! Histograms keep their samples until they are drained, so a thread of
+//! their own drains them every few seconds even when nobody scrapes.
+//! When an OTLP endpoint is set, spans are also exported (`crate::traces`);
+//! without one no layer is added for it.
+
+pub mod catalog;
 
 use crate::config::LogFormat;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use catalog::Kind;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::io::{BufWriter, IsTerminal};
 use std::sync::OnceLock;
+use std::time::Duration;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -64,7 +72,44 @@ pub fn init_logs(format: LogFormat, role: &str) -> Logs {
     Logs { _lines: guard, spans: export }
 }
 
-/// The process's Prometheus recorder, installed on first use.
+/// How often the histograms' samples are folded into their buckets.
+const UPKEEP: Duration = Duration::from_secs(5);
+
+/// The process's Prometheus recorder, installed on first use with every
+/// metric described. A handle (`metrics::histogram!` and the like) resolved
+/// before this goes nowhere, so `app::serve` calls it before anything records.
 pub fn metrics_handle() -> Option<PrometheusHandle> {
-    METRICS.get_or_init(|| PrometheusBuilder::new().install_recorder().ok()).clone()
+    METRICS.get_or_init(install).clone()
+}
+
+fn install() -> Option<PrometheusHandle> {
+    let mut builder = PrometheusBuilder::new();
+    for metric in catalog::ALL {
+        if let Kind::Histogram(buckets) = metric.kind {
+            builder = builder.set_buckets_for_metric(Matcher::Full(metric.name.into()), buckets).ok()?;
+        }
+    }
+    let handle = builder.install_recorder().ok()?;
+    for m in catalog::ALL {
+        match m.kind {
+            Kind::Counter => metrics::describe_counter!(m.name, m.unit, m.help),
+            Kind::Gauge => metrics::describe_gauge!(m.name, m.unit, m.help),
+            Kind::Histogram(_) => metrics::describe_histogram!(m.name, m.unit, m.help),
+        }
+    }
+    let upkeep = handle.clone();
+    let spawned = std::thread::Builder::new().name("orderflow-metrics".into()).spawn(move || loop {
+        std::thread::sleep(UPKEEP);
+        upkeep.run_upkeep();
+    });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "no thread for the metrics' upkeep: histograms are drained only when scraped");
+    }
+    Some(handle)
+}
+
+/// Seconds since `millis` (Unix milliseconds), never negative: a clock
+/// behind the writer's counts as no wait.
+pub fn seconds_since(millis: i64) -> f64 {
+    (crate::domain::now_millis() - millis).max(0) as f64 / 1000.0
 }
