@@ -22,6 +22,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+mod lifecycle;
+pub use lifecycle::{
+    a_repeated_cancel_event_gives_back_once, cancel_and_ship_move_stock_once,
+    cancels_racing_reservations_leave_no_stock_held,
+};
+
 /// A fresh database for one test, and the ways to look behind its store.
 #[async_trait]
 pub trait Fixture: Send + Sync {
@@ -55,7 +61,10 @@ macro_rules! suite {
             relays_publish_each_outbox_row_once,
             statuses_are_read_together_and_their_moves_signalled,
             moved_orders_are_named_and_read_together,
-            an_orders_trail_shows_its_waiting_messages_and_notifications
+            an_orders_trail_shows_its_waiting_messages_and_notifications,
+            cancel_and_ship_move_stock_once,
+            a_repeated_cancel_event_gives_back_once,
+            cancels_racing_reservations_leave_no_stock_held
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -222,7 +231,7 @@ pub async fn competing_consumers_reserve_stock_exactly_once(db: &impl Fixture) {
     let stats = store.stats().await.unwrap();
     assert_eq!((status_count(&stats, "reserved"), status_count(&stats, "rejected")), (100, 200));
     let stock = store.list_stock().await.unwrap();
-    assert_eq!(stock, vec![StockLevel { sku: "widget".into(), available: 0, reserved: 100 }]);
+    assert_eq!(stock, vec![StockLevel { sku: "widget".into(), available: 0, reserved: 100, shipped: 0 }]);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'order-events'").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'inventory-events'").await, 300);
     assert_eq!(db.count("SELECT count(*) FROM inbox").await, 300);
@@ -307,7 +316,10 @@ pub async fn duplicate_deliveries_reserve_once(db: &impl Fixture) {
     let handled = store.reserve("inventory", vec![stray]).await.unwrap();
     assert_eq!(handled, vec![Handled::Duplicate]);
 
-    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(
+        store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 3, reserved: 2, shipped: 0 }
+    );
     let view = store.get_order(placed.id).await.unwrap().unwrap();
     assert_eq!(view.status, Status::Reserved);
     assert_eq!(view.history.iter().map(|t| t.status).collect::<Vec<_>>(), vec![Status::Placed, Status::Reserved]);

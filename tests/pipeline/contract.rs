@@ -39,7 +39,12 @@ in_every_mode!(
     a_failing_event_beside_a_good_one,
     dead_letters_are_replayed,
     live_status,
+    cancel_and_ship,
+    stock_follows_every_order,
 );
+
+mod lifecycle;
+use lifecycle::{cancel_and_ship, stock_follows_every_order};
 
 fn statuses(order: &Value) -> Vec<String> {
     order["history"].as_array().expect("history").iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()

@@ -219,8 +219,8 @@ fn hash_of(o: &PreparedOrder) -> &str {
     o.idempotency.as_ref().map(|(_, h)| h.as_str()).unwrap_or_default()
 }
 
-const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at";
+const ORDER_COLUMNS: &str = "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, \
+     completed_at, rejected_at, cancelled_at, shipped_at";
 
 fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let bad = |what: &str, e: String| StoreError::Other(anyhow::anyhow!("order row has a bad {what}: {e}"));
@@ -229,7 +229,14 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let reason: Option<String> = r.try_get(3).map_err(db_err)?;
     let created_at: i64 = r.try_get(5).map_err(db_err)?;
     let mut history = vec![Transition { status: Status::Placed, reason: None, at: format_millis(created_at) }];
-    for (column, status) in [(7, Status::Reserved), (8, Status::Completed), (9, Status::Rejected)] {
+    let states = [
+        (7, Status::Reserved),
+        (8, Status::Completed),
+        (9, Status::Rejected),
+        (10, Status::Cancelled),
+        (11, Status::Shipped),
+    ];
+    for (column, status) in states {
         if let Some(at) = r.try_get::<_, Option<i64>>(column).map_err(db_err)? {
             let reason = if status == Status::Rejected { reason.clone() } else { None };
             history.push(Transition { status, reason, at: format_millis(at) });

@@ -226,7 +226,10 @@ async fn two_events_about_one_order_applied_at_once_reserve_once() {
     let again = if outcomes[0].is_err() { first } else { second };
     let again = db.store.reserve("inventory", vec![again]).await;
     assert_eq!(again.unwrap(), vec![Handled::Duplicate]);
-    assert_eq!(db.store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(
+        db.store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 3, reserved: 2, shipped: 0 }
+    );
     assert_eq!(db.store.get_order(placed.id).await.unwrap().unwrap().status, Status::Reserved);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'inventory-events'").await, 1);
 }
