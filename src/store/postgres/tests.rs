@@ -303,13 +303,14 @@ async fn unreachable_server_fails_fast() {
 }
 
 /// A schema made by version 1 keeps its orders, loses the index on `status`,
-/// leaves room on its pages for status updates, and still lists by status.
+/// leaves room on its pages for status updates, and still lists by status;
+/// its completed orders hold their stock, which a cancel gives back.
 #[tokio::test]
 async fn a_version_1_schema_is_migrated() {
     let Some(admin) = admin_connection().await else { return };
     let name = new_schema_name();
     let _schema = Schema(name.clone());
-    let rejected = OrderId::new();
+    let (rejected, completed) = (OrderId::new(), OrderId::new());
     admin
         .batch_execute(&format!(
             "CREATE SCHEMA {name}; SET search_path TO {name};
@@ -317,7 +318,10 @@ async fn a_version_1_schema_is_migrated() {
              CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
              INSERT INTO schema_version VALUES (1, 0);
              INSERT INTO orders (id, customer_id, status, reason, items, created_at, updated_at, rejected_at)
-             VALUES ('{rejected}', 'c1', 'rejected', 'out_of_stock:tea', '[]', 1, 2, 2);",
+             VALUES ('{rejected}', 'c1', 'rejected', 'out_of_stock:tea', '[]', 1, 2, 2);
+             INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, reserved_at, completed_at)
+             VALUES ('{completed}', 'c1', 'completed', '[{{\"sku\":\"tea\",\"quantity\":2}}]', 1, 2, 2, 2);
+             INSERT INTO inventory (sku, available, reserved, updated_at) VALUES ('tea', 3, 2, 1);",
             super::connect::MIGRATIONS[0]
         ))
         .await
@@ -343,6 +347,15 @@ async fn a_version_1_schema_is_migrated() {
         .unwrap()
         .get(0);
     assert_eq!(options, Some(vec!["fillfactor=60".to_owned()]));
+
+    let held = format!("SELECT id FROM {name}.orders WHERE holds_stock");
+    let held: Vec<Uuid> = admin.query(&held, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(held, [completed.as_uuid()], "only the completed order holds stock");
+    let cancelled = store.request(completed, crate::domain::Request::Cancel).await.unwrap().unwrap();
+    assert_eq!(cancelled.order.status, Status::Cancelled, "the new status passes the CHECK");
+    drain(&store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    let tea = StockLevel { sku: "tea".into(), available: 5, reserved: 0, shipped: 0 };
+    assert_eq!(store.list_stock().await.unwrap(), [tea]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
