@@ -3,10 +3,10 @@
 //! the stock the order holds, whatever the order of events and however many
 //! workers race; repeats change nothing.
 
-use super::{drain, order, Fixture};
+use super::{drain, order, status_count, Fixture};
 use crate::domain::{Decision, OrderId, Request, Status};
 use crate::messaging::{RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
-use crate::store::{Database, Effect, StockLevel};
+use crate::store::{Database, Effect, OrderFilter, StockLevel};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +22,14 @@ async fn status(store: &dyn Database, id: OrderId) -> Status {
 
 async fn level(store: &dyn Database, sku: &str) -> StockLevel {
     store.list_stock().await.unwrap().into_iter().find(|l| l.sku == sku).expect("the sku")
+}
+
+/// The ids of the orders listed with `status`, sorted.
+async fn listed(store: &dyn Database, status: Status) -> Vec<OrderId> {
+    let filter = OrderFilter { status: Some(status), limit: 100, ..OrderFilter::default() };
+    let mut ids: Vec<OrderId> = store.list_orders(filter).await.unwrap().orders.iter().map(|o| o.order_id).collect();
+    ids.sort();
+    ids
 }
 
 async fn inventory(store: &dyn Database) -> usize {
@@ -109,7 +117,20 @@ pub async fn cancel_and_ship_move_stock_once(db: &impl Fixture) {
         assert_eq!(told, kinds, "{id}");
     }
     assert_eq!(status(&*store, reserved).await, Status::Cancelled, "the confirmation did not complete it");
-    assert_eq!(db.count("SELECT count(*) FROM orders WHERE holds_stock").await, 1, "only the placed order's");
+    assert_eq!(db.count("SELECT count(*) FROM orders WHERE holds_stock").await, 1, "only the last order's");
+
+    // Listed and counted by their status alone, whatever they passed through.
+    assert_eq!(listed(&*store, Status::Cancelled).await, [early, reserved, completed]);
+    assert_eq!(listed(&*store, Status::Shipped).await, [shipped]);
+    // The last order, reserved before the notifier ran, is completed.
+    assert_eq!(listed(&*store, Status::Completed).await, [placed]);
+    assert_eq!(listed(&*store, Status::Reserved).await, []);
+    let stats = store.stats().await.unwrap();
+    let counts: Vec<i64> = ["placed", "reserved", "completed", "rejected", "cancelled", "shipped"]
+        .iter()
+        .map(|s| status_count(&stats, s))
+        .collect();
+    assert_eq!(counts, [0, 0, 1, 0, 3, 1], "{stats:?}");
 }
 
 /// A cancel delivered twice, as an at-least-once relay may, gives back once.
