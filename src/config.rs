@@ -231,7 +231,7 @@ pub enum StockCommand {
         #[arg(value_parser = clap::value_parser!(i64).range(0..=1_000_000_000))]
         available: i64,
     },
-    /// List every SKU with its available and reserved quantities.
+    /// List every SKU with its available, reserved and shipped quantities.
     List,
 }
 

@@ -114,14 +114,7 @@ fn advance(known: &mut Status, next: Status) -> bool {
 /// Whether `next` comes after `known` in an order's life: statuses only move
 /// forward, so an older read never replaces a newer one.
 fn later(known: Status, next: Status) -> bool {
-    fn rank(s: Status) -> u8 {
-        match s {
-            Status::Placed => 0,
-            Status::Reserved => 1,
-            Status::Completed | Status::Rejected => 2,
-        }
-    }
-    rank(next) > rank(known)
+    next.step() > known.step()
 }
 
 #[cfg(test)]
@@ -156,6 +149,7 @@ mod tests {
         let late = hub.watch(id, Status::Placed);
         assert_eq!(*late.borrow(), Status::Completed);
         assert!(!later(Status::Completed, Status::Reserved) && later(Status::Placed, Status::Rejected));
+        assert!(later(Status::Completed, Status::Cancelled) && later(Status::Completed, Status::Shipped));
 
         drop((rx, late));
         hub.refresh().await;
@@ -190,6 +184,13 @@ mod tests {
             &self,
             _: crate::store::OrderFilter,
         ) -> Result<crate::store::OrderPage, crate::store::StoreError> {
+            unreachable!()
+        }
+        async fn request(
+            &self,
+            _: OrderId,
+            _: crate::domain::Request,
+        ) -> Result<Option<crate::store::Requested>, crate::store::StoreError> {
             unreachable!()
         }
         async fn reserve(

@@ -23,9 +23,9 @@ pub async fn stock(common: &Common, command: StockCommand) -> anyhow::Result<()>
             println!("{sku}\t{available}");
         }
         StockCommand::List => {
-            println!("sku\tavailable\treserved");
+            println!("sku\tavailable\treserved\tshipped");
             for level in store.list_stock().await? {
-                println!("{}\t{}\t{}", level.sku, level.available, level.reserved);
+                println!("{}\t{}\t{}\t{}", level.sku, level.available, level.reserved, level.shipped);
             }
         }
     }

@@ -56,7 +56,7 @@ pub(super) struct LetterParams {
     limit: Option<usize>,
 }
 
-/// Every SKU's stock: available and reserved units.
+/// Every SKU's stock: available, reserved and shipped units.
 #[utoipa::path(
     get,
     path = "/admin/stock",
@@ -95,7 +95,7 @@ pub(super) async fn set_stock(
     }
     state.store.set_stock(sku.as_str(), available).await?;
     let level = state.store.list_stock().await?.into_iter().find(|l| l.sku == sku.as_str());
-    Ok(Json(level.unwrap_or(StockLevel { sku: sku.as_str().to_owned(), available, reserved: 0 })))
+    Ok(Json(level.unwrap_or(StockLevel { sku: sku.as_str().to_owned(), available, reserved: 0, shipped: 0 })))
 }
 
 /// Dead-lettered messages, oldest first: from the dead-letter table, the

@@ -37,6 +37,7 @@ pub const ERROR_CODES: &[&str] = &[
     "method_not_allowed",
     "request_timeout",
     "idempotency_key_reused",
+    "invalid_transition",
     "body_too_large",
     "unsupported_media_type",
     // 422: the order breaks a rule.
@@ -103,6 +104,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("this Idempotency-Key was already used with a different request")]
     IdempotencyConflict,
+    /// The order's status does not allow the request; nothing changed.
+    #[error("{0}")]
+    InvalidTransition(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -149,6 +153,7 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),
+            ApiError::InvalidTransition(_) => (StatusCode::CONFLICT, "invalid_transition"),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::OutcomeUnknown(_) => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
             ApiError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),

@@ -43,7 +43,7 @@ pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
         ("Last-Event-ID" = Option<u32>, Header, description = "The `id` of the last event received: only later transitions are sent."),
     ),
     responses(
-        (status = 200, description = "The order's transitions, then each new one as it commits; the stream ends after `completed` or `rejected`.",
+        (status = 200, description = "The order's transitions, then each new one as it commits; the stream ends after a final status: `rejected`, `cancelled` or `shipped`.",
          content_type = "text/event-stream", body = String),
         StreamErrors
     )

@@ -35,7 +35,7 @@ const RESET: &str = r#"{"reason":"changes were missed: reload the orders (GET /o
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(super) struct FeedParams {
-    /// Only these statuses, comma-separated (`placed`, `reserved`, `completed`, `rejected`); all when absent.
+    /// Only these statuses, comma-separated (`placed`, `reserved`, `completed`, `rejected`, `cancelled`, `shipped`); all when absent.
     status: Option<String>,
 }
 

@@ -10,6 +10,7 @@ mod error;
 mod events;
 mod feed;
 mod health;
+mod lifecycle;
 mod metered;
 mod openapi;
 mod orders;
@@ -77,6 +78,8 @@ fn limited_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(<openapi::ApiDoc as utoipa::OpenApi>::openapi())
         .routes(routes!(orders::create, orders::list))
         .routes(routes!(orders::get))
+        .routes(routes!(lifecycle::cancel))
+        .routes(routes!(lifecycle::ship))
         .routes(routes!(trail::get))
         .routes(routes!(events::order_events))
         .routes(routes!(feed::events))

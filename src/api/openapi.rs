@@ -27,7 +27,8 @@ use utoipa::OpenApi;
         title = "orderflow",
         description = "Place orders and follow them through their lifecycle. A `202` means the order is \
             stored on disk with its event; it is then reserved (all items or none) and completed, or \
-            rejected with a reason. Every error is `{\"error\":{\"code\",\"message\"}}`; a `4xx` stores \
+            rejected with a reason. A completed order is shipped by the operator; one not shipped may be \
+            cancelled, and its stock goes back. Every error is `{\"error\":{\"code\",\"message\"}}`; a `4xx` stores \
             nothing; every `503` comes with `Retry-After`, and a `POST` is retried safely with the same \
             `Idempotency-Key`. The guarantees behind these answers are in the README."
     ),

@@ -43,6 +43,10 @@ fn error(status: u16) -> (String, RefOr<Response>) {
         }
         _ => unreachable!("no description for {status}"),
     };
+    described(status, description)
+}
+
+fn described(status: u16, description: &str) -> (String, RefOr<Response>) {
     let body = ContentBuilder::new().schema(Some(RefOr::Ref(Ref::from_schema_name("ErrorBody")))).build();
     let mut response = ResponseBuilder::new().description(description).content("application/json", body);
     if status == 401 {
@@ -152,6 +156,37 @@ pub(super) struct AdminWriteErrors;
 impl IntoResponses for AdminWriteErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
         errors(&[400, 401, 403, 408, 413, 415, 422, 500, 503])
+    }
+}
+
+/// The `409` of cancelling and shipping.
+fn invalid_transition() -> (String, RefOr<Response>) {
+    described(
+        409,
+        "The order's status does not allow it (`invalid_transition`): a rejected or shipped order cannot be \
+         cancelled, and only a completed order can be shipped. Nothing changed.",
+    )
+}
+
+/// What cancelling an order can answer besides `200`.
+pub(super) struct CancelErrors;
+
+impl IntoResponses for CancelErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = errors(&[400, 404, 500, 503]);
+        responses.extend([invalid_transition()]);
+        responses
+    }
+}
+
+/// What shipping an order (an admin route) can answer besides `200`.
+pub(super) struct ShipErrors;
+
+impl IntoResponses for ShipErrors {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut responses = errors(&[400, 401, 403, 404, 500, 503]);
+        responses.extend([invalid_transition()]);
+        responses
     }
 }
 

@@ -95,7 +95,8 @@ impl PartialSchema for Status {
             .schema_type(Type::String)
             .enum_values(Some(Status::ALL.map(Status::as_str)))
             .description(Some(
-                "Where an order is: placed → reserved → completed, or placed → rejected (with a reason).",
+                "Where an order is: placed → reserved → completed → shipped, or placed → rejected (with a \
+                 reason); cancelled from placed, reserved or completed. Rejected, cancelled and shipped are final.",
             ))
             .into()
     }

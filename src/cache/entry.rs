@@ -129,6 +129,7 @@ mod tests {
         let late = Entry::copy(id, Status::Placed, "{}", Duration::from_secs(45)).unwrap();
         assert_eq!(late.ttl, Duration::from_secs(15));
         assert_eq!(Entry::copy(id, Status::Placed, "{}", FRESH_FOR), None);
-        assert_eq!(Entry::copy(id, Status::Completed, "{}", FRESH_FOR).unwrap().ttl, TERMINAL_FOR);
+        assert_eq!(Entry::copy(id, Status::Shipped, "{}", FRESH_FOR).unwrap().ttl, TERMINAL_FOR);
+        assert_eq!(Entry::copy(id, Status::Completed, "{}", FRESH_FOR), None, "a completed order may still move");
     }
 }

@@ -154,7 +154,7 @@ fn permutations<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
 
 /// Every order of the writes one order's life can cause (fills of placed,
 /// reserved and completed copies; the two tombstones), on both paths of the
-/// lifecycle: after each write the cache shows nothing older than what it
+/// lifecycle, and of the last moves to shipped or cancelled: after each write the cache shows nothing older than what it
 /// showed before, nothing at or before a status a tombstone said the order
 /// left, and at the end the newest copy written after the last tombstone.
 #[tokio::test]
@@ -172,6 +172,8 @@ async fn no_order_of_writes_moves_an_entry_backwards() {
         ],
         vec![Write::Fill(Placed), Write::MovedPast(Placed), Write::Fill(Rejected)],
         vec![Write::Fill(Placed), Write::Fill(Reserved), Write::Fill(Completed)],
+        vec![Write::Fill(Completed), Write::MovedPast(Completed), Write::Fill(Shipped)],
+        vec![Write::Fill(Reserved), Write::MovedPast(Reserved), Write::Fill(Cancelled)],
     ];
     let mut tried = 0;
     for path in &paths {
@@ -209,7 +211,7 @@ async fn no_order_of_writes_moves_an_entry_backwards() {
             tried += 1;
         }
     }
-    assert_eq!(tried, 120 + 6 + 6);
+    assert_eq!(tried, 120 + 6 + 6 + 6 + 6);
 }
 
 /// A Redis that hangs (SIGSTOP) costs a read the timeout once, then nothing

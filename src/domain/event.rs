@@ -11,12 +11,24 @@ use uuid::Uuid;
 pub const ROUTE_ORDER_PLACED: &str = "order.placed";
 pub const ROUTE_INVENTORY_RESERVED: &str = "inventory.reserved";
 pub const ROUTE_INVENTORY_FAILED: &str = "inventory.failed";
+pub const ROUTE_ORDER_CANCELLED: &str = "order.cancelled";
+pub const ROUTE_ORDER_SHIPPED: &str = "order.shipped";
+pub const ROUTE_INVENTORY_RELEASED: &str = "inventory.released";
+pub const ROUTE_INVENTORY_SHIPPED: &str = "inventory.shipped";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventType {
     OrderPlaced,
     InventoryReserved,
     InventoryFailed,
+    /// The order was cancelled: the inventory gives back what it holds.
+    OrderCancelled,
+    /// The order was shipped: the inventory sends its stock out.
+    OrderShipped,
+    /// The inventory handled a cancel (and gave back any stock held).
+    InventoryReleased,
+    /// The inventory handled a shipment.
+    InventoryShipped,
 }
 
 impl EventType {
@@ -26,6 +38,10 @@ impl EventType {
             EventType::OrderPlaced => ROUTE_ORDER_PLACED,
             EventType::InventoryReserved => ROUTE_INVENTORY_RESERVED,
             EventType::InventoryFailed => ROUTE_INVENTORY_FAILED,
+            EventType::OrderCancelled => ROUTE_ORDER_CANCELLED,
+            EventType::OrderShipped => ROUTE_ORDER_SHIPPED,
+            EventType::InventoryReleased => ROUTE_INVENTORY_RELEASED,
+            EventType::InventoryShipped => ROUTE_INVENTORY_SHIPPED,
         }
     }
 }
@@ -87,6 +103,8 @@ impl Event {
         let kind = self.notification_kind()?;
         let text = match self.event_type {
             EventType::InventoryReserved => format!("Your order {} is confirmed.", self.order_id),
+            EventType::InventoryReleased => format!("Your order {} is cancelled.", self.order_id),
+            EventType::InventoryShipped => format!("Your order {} has shipped.", self.order_id),
             _ => format!(
                 "Sorry, your order {} could not be fulfilled ({}).",
                 self.order_id,
@@ -101,7 +119,9 @@ impl Event {
         match self.event_type {
             EventType::InventoryReserved => Some("confirmed"),
             EventType::InventoryFailed => Some("rejected"),
-            EventType::OrderPlaced => None,
+            EventType::InventoryReleased => Some("cancelled"),
+            EventType::InventoryShipped => Some("shipped"),
+            EventType::OrderPlaced | EventType::OrderCancelled | EventType::OrderShipped => None,
         }
     }
 
@@ -210,6 +230,31 @@ mod tests {
         assert_eq!(Event::traceparent_of(&head), None, "not JSON: the head alone");
         let odd = traced.replace(tp, "not-a-traceparent");
         assert_eq!(Event::from_json(odd.as_bytes()).unwrap().traceparent, None);
+    }
+
+    /// Each outcome tells the customer something; the events the API
+    /// queues for the inventory tell nobody.
+    #[test]
+    fn outcomes_make_notifications() {
+        let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
+        let placed = Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c1").unwrap(), items, None);
+        let kinds = [
+            (EventType::OrderPlaced, None),
+            (EventType::OrderCancelled, None),
+            (EventType::OrderShipped, None),
+            (EventType::InventoryReserved, Some("confirmed")),
+            (EventType::InventoryFailed, Some("rejected")),
+            (EventType::InventoryReleased, Some("cancelled")),
+            (EventType::InventoryShipped, Some("shipped")),
+        ];
+        for (event_type, kind) in kinds {
+            let event = placed.follow(event_type, None);
+            assert_eq!(event.notification().map(|(k, _)| k), kind, "{event_type:?}");
+            let queue_of_orders = event_type.routing_key().starts_with("order.");
+            assert_eq!(queue_of_orders, kind.is_none(), "{event_type:?} travels to the inventory");
+        }
+        let text = placed.follow(EventType::InventoryReleased, None).notification().unwrap().1;
+        assert_eq!(text, format!("Your order {} is cancelled.", placed.order_id));
     }
 
     #[test]

@@ -4,17 +4,23 @@
 //! Nothing here does I/O. Every type that comes from a client is parsed into a
 //! newtype that cannot hold a bad value, so the rest of the system never has to
 //! re-check a SKU or a quantity. The rules (all items or none, statuses move
-//! only forward) are decided here; the stores persist what was decided.
+//! only forward, what cancelling and shipping do to an order and its stock)
+//! are decided here; the stores persist what was decided.
 
 mod event;
+mod lifecycle;
 mod order;
 mod reservation;
 mod retention;
 mod trace;
 
-pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
+pub use event::{
+    Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RELEASED, ROUTE_INVENTORY_RESERVED,
+    ROUTE_INVENTORY_SHIPPED, ROUTE_ORDER_CANCELLED, ROUTE_ORDER_PLACED, ROUTE_ORDER_SHIPPED,
+};
+pub use lifecycle::{Decision, Request, Status, StockStep};
 pub use order::{
-    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_CUSTOMER_LEN,
+    CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, ValidationError, MAX_CUSTOMER_LEN,
     MAX_IDEMPOTENCY_KEY_LEN, MAX_ITEMS, MAX_QUANTITY, MAX_SKU_LEN,
 };
 pub use reservation::{Rejection, Reservation, StockLeft};

@@ -248,80 +248,6 @@ impl NewOrder {
     }
 }
 
-/// Where an order is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Placed,
-    Reserved,
-    Completed,
-    Rejected,
-}
-
-impl Status {
-    pub const ALL: [Status; 4] = [Status::Placed, Status::Reserved, Status::Completed, Status::Rejected];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Placed => "placed",
-            Status::Reserved => "reserved",
-            Status::Completed => "completed",
-            Status::Rejected => "rejected",
-        }
-    }
-
-    /// Whether the lifecycle allows moving from `self` to `next`.
-    pub fn can_become(self, next: Status) -> bool {
-        matches!(
-            (self, next),
-            (Status::Placed, Status::Reserved)
-                | (Status::Placed, Status::Rejected)
-                | (Status::Reserved, Status::Completed)
-        )
-    }
-
-    /// Whether the inventory service still has to decide the order: both of
-    /// its outcomes, reserved and rejected, are moves from here.
-    pub fn awaits_reservation(self) -> bool {
-        self.can_become(Status::Reserved) && self.can_become(Status::Rejected)
-    }
-
-    /// An order in a terminal status never changes again.
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::Rejected)
-    }
-
-    /// How many moves the order has made since it was placed. Every allowed
-    /// move goes exactly one step up, so of two statuses one order has had,
-    /// the one with the higher step is the newer: what lets a copy of an
-    /// order (the cache) refuse an older one.
-    pub fn step(self) -> u8 {
-        match self {
-            Status::Placed => 0,
-            Status::Reserved | Status::Rejected => 1,
-            Status::Completed => 2,
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Status::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| {
-            ValidationError::new(
-                "invalid_status",
-                format!("status must be one of placed, reserved, completed, rejected; got '{s}'"),
-            )
-        })
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,43 +284,6 @@ mod tests {
         let li = |s: &str, n| LineItem { sku: Sku::parse(s).unwrap(), quantity: Quantity::parse(n).unwrap() };
         let totals = NewOrder::quantities_by_sku(&[li("a", 2), li("b", 1), li("a", 3)]);
         assert_eq!(totals, vec![(Sku::parse("a").unwrap(), 5), (Sku::parse("b").unwrap(), 1)]);
-    }
-
-    #[test]
-    fn lifecycle_transitions() {
-        use Status::*;
-        assert!(Placed.can_become(Reserved));
-        assert!(Placed.can_become(Rejected));
-        assert!(Reserved.can_become(Completed));
-        assert!(!Placed.can_become(Completed));
-        assert!(!Rejected.can_become(Completed));
-        assert!(!Completed.can_become(Reserved));
-        assert!(!Reserved.can_become(Rejected));
-        assert!(Completed.is_terminal() && Rejected.is_terminal() && !Placed.is_terminal());
-        assert!(Placed.awaits_reservation());
-        assert!(!Reserved.awaits_reservation() && !Completed.awaits_reservation() && !Rejected.awaits_reservation());
-        assert_eq!("reserved".parse::<Status>().unwrap(), Reserved);
-        assert!("shipped".parse::<Status>().is_err());
-    }
-
-    /// Exactly three moves, each one step forward along
-    /// placed → reserved → completed or placed → rejected: nothing stays,
-    /// goes back, skips a step or leaves a terminal status.
-    #[test]
-    fn statuses_move_only_forward() {
-        use Status::*;
-        let allowed = [(Placed, Reserved), (Placed, Rejected), (Reserved, Completed)];
-        for from in Status::ALL {
-            for to in Status::ALL {
-                assert_eq!(from.can_become(to), allowed.contains(&(from, to)), "{from} -> {to}");
-            }
-            if from.is_terminal() {
-                assert!(Status::ALL.iter().all(|to| !from.can_become(*to)), "{from} is terminal");
-            }
-            for to in Status::ALL.into_iter().filter(|to| from.can_become(*to)) {
-                assert_eq!(to.step(), from.step() + 1, "{from} -> {to} is one step");
-            }
-        }
     }
 
     #[test]

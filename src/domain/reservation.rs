@@ -7,7 +7,8 @@
 //! the reading, hands the levels in through a lookup, and writes back what
 //! the decision says; it never weighs the stock itself.
 
-use super::order::{LineItem, NewOrder, Sku, Status};
+use super::lifecycle::Status;
+use super::order::{LineItem, NewOrder, Sku};
 use std::fmt;
 
 /// Why an order cannot be reserved. Its text (`unknown_sku:SKU`,
@@ -31,11 +32,14 @@ impl fmt::Display for Rejection {
 }
 
 /// Stock of one SKU as a store's batch sees it: what the store read (`None`
-/// when the SKU is unknown) and what earlier orders of the batch took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// when the SKU is unknown), what earlier orders of the batch took from
+/// `available` (less what cancelled orders gave back: it may be negative),
+/// and what shipped orders sent out of `reserved`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StockLeft {
     pub available: Option<i64>,
     pub taken: i64,
+    pub shipped: i64,
 }
 
 impl StockLeft {

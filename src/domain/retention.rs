@@ -72,7 +72,21 @@ impl EventType {
             EventType::OrderPlaced => Status::Placed,
             EventType::InventoryReserved => Status::Reserved,
             EventType::InventoryFailed => Status::Rejected,
+            // The inventory service gives back or ships what a cancelled or
+            // shipped order holds; the notifier tells the customer.
+            EventType::OrderCancelled | EventType::InventoryReleased => Status::Cancelled,
+            EventType::OrderShipped | EventType::InventoryShipped => Status::Shipped,
         }
+    }
+}
+
+impl EventType {
+    /// Whether the event's one effect is telling the customer: it moves no
+    /// order and no stock (its order already reached a final status), so
+    /// only the notifier's inbox knows whether it was applied. The other
+    /// events move an order or its stock, and the order's row tells.
+    fn tells_only(self) -> bool {
+        matches!(self, EventType::InventoryFailed | EventType::InventoryReleased | EventType::InventoryShipped)
     }
 }
 
@@ -102,7 +116,7 @@ pub fn replay_verdict(event: EventType, status: Option<Status>, remembered: bool
     match status {
         None => ReplayVerdict::Replay,
         Some(status) if status != event.applies_to() => ReplayVerdict::Applied(status),
-        Some(_) if event == EventType::InventoryFailed && !remembered => ReplayVerdict::Unknowable,
+        Some(_) if event.tells_only() && !remembered => ReplayVerdict::Unknowable,
         Some(_) => ReplayVerdict::Replay,
     }
 }

@@ -18,7 +18,8 @@ pub use retry::{Reject, RetryPolicy};
 use crate::domain::{Event, EventType};
 use serde::Serialize;
 
-/// Queue that `OrderPlaced` events go to; the inventory service consumes it.
+/// Queue that `OrderPlaced`, `OrderCancelled` and `OrderShipped` events go
+/// to; the inventory service consumes it.
 pub const QUEUE_ORDER_EVENTS: &str = "order-events";
 /// Queue that inventory outcomes go to; the notifier consumes it.
 pub const QUEUE_INVENTORY_EVENTS: &str = "inventory-events";
@@ -26,8 +27,11 @@ pub const QUEUE_INVENTORY_EVENTS: &str = "inventory-events";
 /// The queue an event is delivered to.
 pub fn queue_for(event: &Event) -> &'static str {
     match event.event_type {
-        EventType::OrderPlaced => QUEUE_ORDER_EVENTS,
-        _ => QUEUE_INVENTORY_EVENTS,
+        EventType::OrderPlaced | EventType::OrderCancelled | EventType::OrderShipped => QUEUE_ORDER_EVENTS,
+        EventType::InventoryReserved
+        | EventType::InventoryFailed
+        | EventType::InventoryReleased
+        | EventType::InventoryShipped => QUEUE_INVENTORY_EVENTS,
     }
 }
 

@@ -64,7 +64,8 @@ impl Meters {
             Status::Reserved => &self.reserved,
             Status::Rejected => &self.rejected,
             Status::Completed => &self.completed,
-            Status::Placed => &None,
+            // Reached through the API (`api::lifecycle` records the last two).
+            Status::Placed | Status::Cancelled | Status::Shipped => &None,
         };
         if let (Some(histogram), Some(placed)) = (histogram, order.placed_millis()) {
             histogram.record(seconds_since(placed));

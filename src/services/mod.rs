@@ -2,8 +2,9 @@
 //!
 //! The inventory service and the notifier are the same loop (`worker`) around
 //! a different effect: the inventory service reserves stock for `OrderPlaced`
-//! events, the notifier tells the customer the outcome and completes reserved
-//! orders. The relay publishes the outbox when a network broker carries the
+//! events and gives it back or sends it out for `OrderCancelled` and
+//! `OrderShipped`, the notifier tells the customer the outcome and completes
+//! reserved orders. The relay publishes the outbox when a network broker carries the
 //! events.
 
 mod meters;

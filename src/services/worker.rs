@@ -297,7 +297,8 @@ async fn announce(cache: Option<&OrderCache>, service: Service, applied: &[Event
 
 /// The status an order leaves when `service` applies an event of this type:
 /// the inventory service decides placed orders, the notifier completes
-/// reserved ones (a rejection it only reports).
+/// reserved ones (a rejection, a cancel and a shipment it only reports; the
+/// API announces the moves it makes itself).
 fn status_left(service: Service, event: EventType) -> Option<Status> {
     match (service, event) {
         (Service::Inventory, EventType::OrderPlaced) => Some(Status::Placed),

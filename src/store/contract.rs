@@ -24,6 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+mod lifecycle;
+pub use lifecycle::*;
+
 /// A fresh database for one test, and the ways to look behind its store.
 #[async_trait]
 pub trait Fixture: Send + Sync {
@@ -60,7 +63,10 @@ macro_rules! suite {
             an_orders_trail_shows_its_waiting_messages_and_notifications,
             expired_keys_are_unknown_before_they_are_pruned,
             pruning_removes_only_rows_older_than_the_window_in_bounded_batches,
-            a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status
+            a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status,
+            cancel_and_ship_move_stock_once,
+            a_repeated_cancel_event_gives_back_once,
+            cancels_racing_reservations_leave_no_stock_held
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -232,7 +238,7 @@ pub async fn competing_consumers_reserve_stock_exactly_once(db: &impl Fixture) {
     let stats = store.stats().await.unwrap();
     assert_eq!((status_count(&stats, "reserved"), status_count(&stats, "rejected")), (100, 200));
     let stock = store.list_stock().await.unwrap();
-    assert_eq!(stock, vec![StockLevel { sku: "widget".into(), available: 0, reserved: 100 }]);
+    assert_eq!(stock, vec![StockLevel { sku: "widget".into(), available: 0, reserved: 100, shipped: 0 }]);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'order-events'").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'inventory-events'").await, 300);
     assert_eq!(db.count("SELECT count(*) FROM inbox").await, 300);
@@ -317,7 +323,10 @@ pub async fn duplicate_deliveries_reserve_once(db: &impl Fixture) {
     let handled = store.reserve("inventory", vec![stray]).await.unwrap();
     assert_eq!(handled, vec![Handled::Duplicate]);
 
-    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(
+        store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 3, reserved: 2, shipped: 0 }
+    );
     let view = store.get_order(placed.id).await.unwrap().unwrap();
     assert_eq!(view.status, Status::Reserved);
     assert_eq!(view.history.iter().map(|t| t.status).collect::<Vec<_>>(), vec![Status::Placed, Status::Reserved]);
@@ -444,7 +453,10 @@ pub async fn statuses_are_read_together_and_their_moves_signalled(db: &impl Fixt
     assert_eq!(found[&ids[0]], Status::Reserved);
     assert_eq!((found[&ids[1]], found[&ids[2]]), (Status::Rejected, Status::Rejected));
 
-    // A batch that moves nothing (a repeat) is not signalled.
+    // A batch that moves nothing (a repeat) is not signalled. The drain's own
+    // signals may still be on their way (PostgreSQL's NOTIFY comes back
+    // through the listener's connection): let them land first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     signal.borrow_and_update();
     let body = db.text(&format!("SELECT body FROM messages WHERE queue = '{QUEUE_INVENTORY_EVENTS}' LIMIT 1")).await;
     let event = Event::from_json(body.as_bytes()).unwrap();
@@ -592,7 +604,10 @@ pub async fn pruning_removes_only_rows_older_than_the_window_in_bounded_batches(
     assert_eq!(prune_all(&*store, inbox, cutoff, 2).await, vec![0]);
     // The orders, their stock and their statuses are untouched.
     assert_eq!(db.count("SELECT count(*) FROM orders WHERE status = 'completed'").await, 8);
-    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 92, reserved: 8 });
+    assert_eq!(
+        store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 92, reserved: 8, shipped: 0 }
+    );
 }
 
 pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status(db: &impl Fixture) {
@@ -621,6 +636,9 @@ pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused
     assert_eq!(store.notify("notifier", copy(&reserved_event)).await.unwrap(), vec![Handled::Duplicate]);
     assert_eq!(db.count("SELECT count(*) FROM notifications").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM messages").await, 0, "nothing new was queued");
-    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(
+        store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 3, reserved: 2, shipped: 0 }
+    );
     assert_eq!(store.get_order(placed.id).await.unwrap().unwrap().status, Status::Completed);
 }

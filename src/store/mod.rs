@@ -3,8 +3,8 @@
 //! The API, the inventory service and the notifier depend only on this trait,
 //! so the embedded mode (SQLite) and the distributed mode use the same service
 //! code. Each effect and the events it causes are written in one transaction:
-//! an order with its `OrderPlaced` event, a reservation with its inbox record
-//! and its `InventoryReserved` event. Outgoing events go to the `messages`
+//! an order with its `OrderPlaced` event, a cancel with its `OrderCancelled`
+//! event, a reservation with its inbox record and its `InventoryReserved` event. Outgoing events go to the `messages`
 //! table, which is both the outbox and, with the `db` broker, the queue itself.
 //! The types it shares with brokers (queue names, outbox rows, dead letters,
 //! the retry policy, `Publisher`) are in [`crate::messaging`]; the store never
@@ -18,7 +18,9 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status, TraceParent};
+use crate::domain::{
+    Decision, Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Request, Status, TraceParent,
+};
 use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -194,12 +196,22 @@ impl OrderPage {
     }
 }
 
-/// A SKU's stock: units free to reserve, and units reserved by orders.
+/// A SKU's stock: units free to reserve, units reserved by orders, and
+/// units shipped with them (gone for good).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct StockLevel {
     pub sku: String,
     pub available: i64,
     pub reserved: i64,
+    pub shipped: i64,
+}
+
+/// What `Store::request` did: the domain's decision, and the order as it
+/// stands after it (moved, or as it was).
+#[derive(Debug, Clone)]
+pub struct Requested {
+    pub decision: Decision,
+    pub order: OrderView,
 }
 
 /// The outcome of handling one event in a batch.
@@ -264,10 +276,19 @@ pub trait Store: Send + Sync + 'static {
     async fn place_order(&self, order: PlaceOrder) -> Result<Placed, StoreError>;
     async fn get_order(&self, id: OrderId) -> Result<Option<OrderView>, StoreError>;
     async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError>;
-    /// Reserves stock for each `OrderPlaced` event, all-or-nothing per order,
-    /// recording the event id in `consumer`'s inbox with the effect.
+    /// Applies a client's request (cancel, ship) to an order under its row
+    /// lock: the domain decides from its status, and a move is committed
+    /// with its event (`OrderCancelled`, `OrderShipped`) in one
+    /// transaction. `None` when there is no such order.
+    async fn request(&self, id: OrderId, request: Request) -> Result<Option<Requested>, StoreError>;
+    /// The inventory's effect of each event, recording the event id in
+    /// `consumer`'s inbox with it: reserves stock for `OrderPlaced`
+    /// (all-or-nothing per order, only while the order is placed), gives
+    /// back what a cancelled order holds for `OrderCancelled`, sends out what
+    /// a shipped order holds for `OrderShipped`, and queues each outcome.
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
-    /// Records a notification for each inventory outcome and completes reserved orders.
+    /// Records a notification for each inventory outcome and completes
+    /// reserved orders (a cancelled one stays cancelled).
     async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError>;
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError>;
@@ -335,7 +356,7 @@ pub struct OrderTrail {
 pub struct NotificationRecord {
     /// The event it answered (its id is also the notifier's inbox key).
     pub event_id: String,
-    /// `confirmed` or `rejected`.
+    /// `confirmed`, `rejected`, `cancelled` or `shipped`.
     pub kind: String,
     pub message: String,
     pub sent_at: String,

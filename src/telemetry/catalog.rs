@@ -162,7 +162,8 @@ pub const ALL: &[Metric] = &[
         name: ORDER_DURATION,
         kind: Kind::Histogram(WAIT_SECONDS),
         unit: Unit::Seconds,
-        help: "Time from an order's placement to each later status (reserved, rejected, completed), \
+        help:
+            "Time from an order's placement to each later status (reserved, rejected, completed, cancelled, shipped), \
                recorded once the transition is committed",
     },
     Metric {

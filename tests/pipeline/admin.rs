@@ -66,7 +66,7 @@ async fn stock_is_read_and_set_with_the_token() {
     let (status, body) =
         call(&server, "PUT", "/admin/stock/coffee", Some(TOKEN), Some(json!({"available": 12.0}))).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body, json!({"sku": "coffee", "available": 12, "reserved": 0}));
+    assert_eq!(body, json!({"sku": "coffee", "available": 12, "reserved": 0, "shipped": 0}));
     let (status, body) = call(&server, "GET", "/admin/stock", Some(TOKEN), None).await;
     assert_eq!(status, 200);
     let skus: Vec<&str> = body["stock"].as_array().unwrap().iter().map(|l| l["sku"].as_str().unwrap()).collect();

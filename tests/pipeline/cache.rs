@@ -36,6 +36,7 @@ fn step(status: &str) -> u8 {
         "placed" => 0,
         "reserved" | "rejected" => 1,
         "completed" => 2,
+        "cancelled" | "shipped" => 3,
         other => panic!("unknown status {other}"),
     }
 }

@@ -41,7 +41,12 @@ in_every_mode!(
     dead_letters_are_replayed,
     old_dead_letters_whose_effect_was_applied_are_not_applied_twice,
     live_status,
+    cancel_and_ship,
+    stock_follows_every_order,
 );
+
+mod lifecycle;
+use lifecycle::{cancel_and_ship, stock_follows_every_order};
 
 fn statuses(order: &Value) -> Vec<String> {
     order["history"].as_array().expect("history").iter().map(|t| t["status"].as_str().unwrap().to_owned()).collect()
@@ -390,19 +395,26 @@ async fn dead_letters_are_replayed(mode: Mode) {
 }
 
 /// An order's stream shows each of its statuses once, numbered, and ends
-/// after the last; `Last-Event-ID` resumes after the one named.
+/// after a final one (`completed` is not: the order may still ship);
+/// `Last-Event-ID` resumes after the one named.
 async fn live_status(mode: Mode) {
     let Some((env, app)) = mode.start().await else { return };
     let api = app.client();
     env.set_stock("tea", 5);
     let id = api.place(&order("watcher", &[("tea", 1)])).await;
-    let seen = api.events(&id, None).await.rest(SETTLE).await;
+    let mut stream = api.events(&id, None).await;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(stream.next(SETTLE).await.expect("the stream goes on until a final status"));
+    }
+    assert_eq!(api.ship(&id).await.0, 200);
+    seen.extend(stream.rest(SETTLE).await);
     let statuses: Vec<&str> = seen.iter().map(|e| e.data["status"].as_str().unwrap()).collect();
-    assert_eq!(statuses, ["placed", "reserved", "completed"]);
-    assert_eq!(seen.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["1", "2", "3"]);
+    assert_eq!(statuses, ["placed", "reserved", "completed", "shipped"]);
+    assert_eq!(seen.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["1", "2", "3", "4"]);
     let resumed = api.events(&id, Some("1")).await.rest(SETTLE).await;
-    assert_eq!(resumed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["2", "3"]);
-    assert!(api.events(&id, Some("3")).await.rest(SETTLE).await.is_empty(), "nothing after the last");
+    assert_eq!(resumed.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(), ["2", "3", "4"]);
+    assert!(api.events(&id, Some("4")).await.rest(SETTLE).await.is_empty(), "nothing after the last");
 
     let rejected = api.place(&order("watcher", &[("caviar", 1)])).await;
     let seen = api.events(&rejected, None).await.rest(SETTLE).await;

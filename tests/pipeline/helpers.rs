@@ -178,10 +178,17 @@ impl Env {
 
     /// (available, reserved) of a SKU, from `orderflow stock list`.
     pub fn stock(&self, sku: &str) -> (i64, i64) {
+        let (available, reserved, _) = self.stock_levels(sku);
+        (available, reserved)
+    }
+
+    /// (available, reserved, shipped) of a SKU, from `orderflow stock list`.
+    pub fn stock_levels(&self, sku: &str) -> (i64, i64, i64) {
         let listing = self.cli(&["stock", "list"]);
+        assert_eq!(listing.lines().next(), Some("sku\tavailable\treserved\tshipped"), "the listing's header");
         let line = listing.lines().find(|l| l.split('\t').next() == Some(sku)).expect("sku listed");
         let cols: Vec<i64> = line.split('\t').skip(1).map(|c| c.parse().expect("number")).collect();
-        (cols[0], cols[1])
+        (cols[0], cols[1], cols[2])
     }
 
     /// Dead letters as `orderflow dlq list` prints them.
@@ -274,7 +281,8 @@ impl Mode {
     pub async fn start(self) -> Option<(Env, Deployment)> {
         let env = self.env()?;
         let role = if self.sqlite() { "run" } else { "api" };
-        let mut app = Deployment { api: Server::start(&env, role, FLAGS).await, notifier: None, workers: Vec::new() };
+        let api = Server::start_with(&env, role, FLAGS, &[("ORDERFLOW_OPERATOR_TOKEN", OPERATOR_TOKEN)]).await;
+        let mut app = Deployment { api, notifier: None, workers: Vec::new() };
         if !self.sqlite() {
             app.add(&env, "inventory", &[]).await;
             app.add(&env, "notifier", &[]).await;
@@ -283,6 +291,9 @@ impl Mode {
         Some((env, app))
     }
 }
+
+/// The operator token of a deployment's API (`Mode::start`).
+pub const OPERATOR_TOKEN: &str = "test-operator-token";
 
 /// What every process of a deployment is started with.
 const FLAGS: &[&str] = &["--max-attempts", "3"];
@@ -465,6 +476,19 @@ impl Client {
         let resp = self.http.get(self.url(path)).send().await.expect("GET");
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /orders/{id}/cancel`: its status and body.
+    pub async fn cancel(&self, id: &str) -> (u16, Value) {
+        let resp = self.http.post(self.url(&format!("/orders/{id}/cancel"))).send().await.expect("POST cancel");
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `POST /admin/orders/{id}/ship` with the deployment's operator token.
+    pub async fn ship(&self, id: &str) -> (u16, Value) {
+        let url = self.url(&format!("/admin/orders/{id}/ship"));
+        let resp = self.http.post(url).bearer_auth(OPERATOR_TOKEN).send().await.expect("POST ship");
+        (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
     }
 
     /// Waits until every order is `completed` or `rejected`; returns them.

@@ -55,6 +55,7 @@ async fn every_route_is_described_with_its_answers() {
     assert_eq!(statuses("/order/get/{id}", "get"), ["200", "400", "404", "500", "503"]);
     assert_eq!(statuses("/orders/{id}/events", "get"), ["200", "400", "404", "500", "503"]);
     assert_eq!(statuses("/orders/{id}/trail", "get"), ["200", "400", "404", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}/cancel", "post"), ["200", "400", "404", "409", "500", "503"]);
     let stream = &spec["paths"]["/orders/{id}/events"]["get"]["responses"]["200"]["content"];
     assert!(stream["text/event-stream"].is_object(), "the stream's type: {stream}");
     assert_eq!(statuses("/orders", "get"), ["200", "400", "500", "503"]);
@@ -67,6 +68,7 @@ async fn every_route_is_described_with_its_answers() {
         ("/admin/dead-letters", "get", &admin_read[..]),
         ("/admin/stock/{sku}", "put", &admin_write[..]),
         ("/admin/dead-letters/replay", "post", &admin_write[..]),
+        ("/admin/orders/{id}/ship", "post", &["200", "400", "401", "403", "404", "409", "500", "503"][..]),
     ] {
         assert_eq!(statuses(path, method), answers, "{method} {path}");
         let op = &spec["paths"][path][method];
@@ -78,7 +80,7 @@ async fn every_route_is_described_with_its_answers() {
         assert_eq!(statuses(path, "get"), ["200", "503"], "{path}");
     }
     let paths: Vec<&String> = spec["paths"].as_object().expect("paths").keys().collect();
-    assert_eq!(paths.len(), 18, "a route was added: describe it here too ({paths:?})");
+    assert_eq!(paths.len(), 20, "a route was added: describe it here too ({paths:?})");
 
     let post = &spec["paths"]["/orders"]["post"];
     let accepted = &post["responses"]["202"]["headers"];
@@ -86,7 +88,8 @@ async fn every_route_is_described_with_its_answers() {
     assert!(post["responses"]["503"]["headers"]["Retry-After"].is_object());
     assert_eq!(post["parameters"][0]["name"], "Idempotency-Key");
     let codes = spec["components"]["schemas"]["ErrorCode"]["enum"].as_array().expect("codes as an enum");
-    for code in ["malformed_json", "invalid_sku", "idempotency_key_reused", "overloaded", "method_not_allowed"] {
+    let some = ["malformed_json", "invalid_sku", "idempotency_key_reused", "invalid_transition", "overloaded"];
+    for code in some.into_iter().chain(["method_not_allowed"]) {
         assert!(codes.iter().any(|c| c == code), "{code} is not among the error codes");
     }
 }

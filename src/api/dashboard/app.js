@@ -3,7 +3,7 @@
 // is entered (kept in sessionStorage, sent as Authorization: Bearer).
 "use strict";
 const $ = (id) => document.getElementById(id);
-const STATUSES = ["placed", "reserved", "completed", "rejected"];
+const STATUSES = ["placed", "reserved", "completed", "rejected", "cancelled", "shipped"];
 const SHOWN = 20;
 const orders = new Map(); // order_id -> {order_id, customer_id, status, updated_at}
 const samples = []; // [time ms, total orders] every 2 s, 5 minutes
@@ -89,7 +89,7 @@ async function loadOrders() {
   for (const o of page.orders) orders.set(o.order_id, o);
   renderOrders();
 }
-const RANK = { placed: 0, reserved: 1, completed: 2, rejected: 2 };
+const RANK = { placed: 0, reserved: 1, completed: 2, rejected: 1, cancelled: 3, shipped: 3 };
 function follow() {
   const source = new EventSource("/events");
   source.onopen = () => { $("live").textContent = "live"; $("live").className = "badge on"; };
@@ -128,7 +128,7 @@ async function refreshOperator() {
   if (!on) return;
   try {
     const [stock, letters] = await Promise.all([api("/admin/stock"), api("/admin/dead-letters?limit=50")]);
-    $("stock").replaceChildren(...stock.stock.map((s) => el("tr", {}, el("td", {}, s.sku), el("td", {}, String(s.available)), el("td", {}, String(s.reserved)))));
+    $("stock").replaceChildren(...stock.stock.map((s) => el("tr", {}, el("td", {}, s.sku), el("td", {}, String(s.available)), el("td", {}, String(s.reserved)), el("td", {}, String(s.shipped)))));
     $("letters").replaceChildren(...letters.dead_letters.map(letterRow));
   } catch (err) { fail(err.message); }
 }
@@ -199,6 +199,17 @@ async function showOrder(id) {
     }
   } catch (err) { fail(err.message); }
 }
+// The operator's moves on the order shown: both answer the order as it now stands.
+async function move(path) {
+  const id = location.hash.slice("#/orders/".length);
+  try {
+    await api(path.replace("ID", encodeURIComponent(id)), { method: "POST" });
+    showOrder(id);
+  } catch (err) { fail(err.message); }
+}
+$("cancel-order").addEventListener("click", () => move("/orders/ID/cancel"));
+$("ship-order").addEventListener("click", () => move("/admin/orders/ID/ship"));
+
 function route() {
   const m = location.hash.match(/^#\/orders\/([0-9a-f-]{36})$/);
   $("home").hidden = !!m; $("order").hidden = !m;

@@ -1,8 +1,9 @@
 //! Exchanges, queues and bindings, declared idempotently on every connect.
 //!
 //! Topic exchanges `orders`, `inventory` and `dlx`. Durable quorum queues
-//! `order-events` (`order.placed`) and `inventory-events`
-//! (`inventory.reserved`, `inventory.failed`), each with a delivery limit and
+//! `order-events` (`order.placed`, `order.cancelled`, `order.shipped`) and
+//! `inventory-events` (`inventory.reserved`, `inventory.failed`,
+//! `inventory.released`, `inventory.shipped`), each with a delivery limit and
 //! dead-lettering through `dlx` to `<queue>-dlq`. Quorum queues dead-letter
 //! safely only with `dead-letter-strategy=at-least-once`, which requires
 //! `overflow=reject-publish` (RabbitMQ 3.10 and later).
@@ -14,7 +15,10 @@
 //! existing queue is changed with a RabbitMQ policy.
 
 use super::amqp_err;
-use crate::domain::{ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
+use crate::domain::{
+    ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RELEASED, ROUTE_INVENTORY_RESERVED, ROUTE_INVENTORY_SHIPPED,
+    ROUTE_ORDER_CANCELLED, ROUTE_ORDER_PLACED, ROUTE_ORDER_SHIPPED,
+};
 use crate::messaging::{BrokerError, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -52,8 +56,12 @@ pub(super) async fn declare(conn: &Connection, delivery_limit: u32) -> Result<()
             .map_err(amqp_err)?;
     }
     let bindings: [(&str, &str, &[&str]); 2] = [
-        (QUEUE_ORDER_EVENTS, EXCHANGE_ORDERS, &[ROUTE_ORDER_PLACED]),
-        (QUEUE_INVENTORY_EVENTS, EXCHANGE_INVENTORY, &[ROUTE_INVENTORY_RESERVED, ROUTE_INVENTORY_FAILED]),
+        (QUEUE_ORDER_EVENTS, EXCHANGE_ORDERS, &[ROUTE_ORDER_PLACED, ROUTE_ORDER_CANCELLED, ROUTE_ORDER_SHIPPED]),
+        (
+            QUEUE_INVENTORY_EVENTS,
+            EXCHANGE_INVENTORY,
+            &[ROUTE_INVENTORY_RESERVED, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RELEASED, ROUTE_INVENTORY_SHIPPED],
+        ),
     ];
     let queue_opts = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
     for (queue, exchange, keys) in bindings {

@@ -1,4 +1,4 @@
-//! The services' effects: reserving stock and recording notifications.
+//! The services' effects: moving stock and recording notifications.
 //!
 //! Each runs over a whole batch of events inside the caller's transaction, and
 //! several workers (threads or processes) may run them at once. A second
@@ -10,33 +10,37 @@
 //! same rule the SQLite store applies) and written back with one aggregated
 //! update.
 //!
-//! Orders are read without a lock, and each status update says which status
-//! it moves the order from. Only two different events about one order, handled
-//! at once, could find an order that is no longer where the read left it (the
-//! pipeline writes one event of each kind per order, so this takes a hand-made
-//! one); the update then changes fewer rows than it should, and the whole
-//! batch fails and is tried again, when the read sees the new status. Locking
+//! Orders are read without a lock, and each update says what it moves the
+//! order from: a status (`placed` for a reservation) or the stock it holds
+//! (`holds_stock` for a release or a shipment). An order that is no longer
+//! where the read left it (a client cancelled it between the read and the
+//! update, or a hand-made event about it was handled at once) makes the
+//! update change fewer rows than it should, and the whole batch fails and
+//! is tried again, when the read sees the new status: a cancelled order is
+//! never reserved, so it never holds stock it will not give back. Locking
 //! every order up front instead cost a statement and a WAL record per order.
 
 use super::{db_err, NOTIFY_MESSAGES};
-use crate::domain::{now_millis, Event, EventType, Reservation, Status, StockLeft};
+use crate::domain::{now_millis, Event, EventType, NewOrder, Reservation, Status, StockLeft, StockStep};
 use crate::messaging::queue_for;
 use crate::store::{Handled, StockLevel, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
 use std::collections::{BTreeSet, HashMap, HashSet};
 use uuid::Uuid;
 
-/// The statuses of the orders the events are about (see the module doc).
-async fn read_orders(tx: &Transaction<'_>, events: &[Event]) -> Result<HashMap<Uuid, Status>, StoreError> {
+/// The orders the events are about: each one's status and whether it holds
+/// stock (see the module doc).
+async fn read_orders(tx: &Transaction<'_>, events: &[Event]) -> Result<HashMap<Uuid, (Status, bool)>, StoreError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.order_id.as_uuid()).collect::<BTreeSet<_>>().into_iter().collect();
-    let stmt = tx.prepare_cached("SELECT id, status FROM orders WHERE id = ANY($1)").await.map_err(db_err)?;
-    let mut statuses = HashMap::with_capacity(ids.len());
+    let stmt =
+        tx.prepare_cached("SELECT id, status, holds_stock FROM orders WHERE id = ANY($1)").await.map_err(db_err)?;
+    let mut orders = HashMap::with_capacity(ids.len());
     for row in tx.query(&stmt, &[&ids]).await.map_err(db_err)? {
         let status: String = row.get(1);
         let status = status.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("order row: {e}")))?;
-        statuses.insert(row.get(0), status);
+        orders.insert(row.get(0), (status, row.get(2)));
     }
-    Ok(statuses)
+    Ok(orders)
 }
 
 /// Checks that a status update moved every order it was meant to.
@@ -56,13 +60,13 @@ pub(super) async fn reserve(
     events: &[Event],
 ) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
-    let mut statuses = read_orders(tx, events).await?;
+    let mut orders = read_orders(tx, events).await?;
 
     // Claim the events whose order exists; a claim that does not come back
     // was made before, by an earlier delivery.
     let candidates: Vec<Uuid> = events
         .iter()
-        .filter(|e| statuses.contains_key(&e.order_id.as_uuid()))
+        .filter(|e| orders.contains_key(&e.order_id.as_uuid()))
         .map(|e| e.event_id)
         .collect::<BTreeSet<_>>()
         .into_iter()
@@ -80,78 +84,121 @@ pub(super) async fn reserve(
         claimed = rows.iter().map(|r| r.get(0)).collect();
     }
 
-    // Lock the stock every order that may reserve wants, sorted by SKU.
+    // Lock the stock of every order whose event may move some, sorted by SKU.
+    let moves_stock = |e: &Event| {
+        let Some(&(status, holds)) = orders.get(&e.order_id.as_uuid()) else { return false };
+        let step = StockStep::of(e.event_type, status, holds);
+        matches!(step, StockStep::Reserve | StockStep::Release | StockStep::Ship)
+    };
     let skus: Vec<&str> = events
         .iter()
-        .filter(|e| {
-            claimed.contains(&e.event_id) && statuses.get(&e.order_id.as_uuid()).is_some_and(|s| s.awaits_reservation())
-        })
+        .filter(|e| claimed.contains(&e.event_id) && moves_stock(e))
         .flat_map(|e| e.items.iter().map(|item| item.sku.as_str()))
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
     let mut levels: HashMap<String, StockLeft> =
-        skus.iter().map(|sku| (sku.to_string(), StockLeft { available: None, taken: 0 })).collect();
+        skus.iter().map(|sku| (sku.to_string(), StockLeft::default())).collect();
     if !skus.is_empty() {
         let stmt = tx
             .prepare_cached("SELECT sku, available FROM inventory WHERE sku = ANY($1) ORDER BY sku FOR UPDATE")
             .await
             .map_err(db_err)?;
         for row in tx.query(&stmt, &[&skus]).await.map_err(db_err)? {
-            levels.insert(row.get(0), StockLeft { available: Some(row.get(1)), taken: 0 });
+            levels.insert(row.get(0), StockLeft { available: Some(row.get(1)), ..StockLeft::default() });
         }
     }
 
     let mut outcomes = Vec::with_capacity(events.len());
-    let (mut reserved, mut rejected, mut reasons, mut next) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut reserved, mut rejected, mut reasons, mut freed, mut next) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
         let id = event.order_id.as_uuid();
-        let Some(status) = statuses.get(&id).copied() else {
+        let Some((status, holds)) = orders.get(&id).copied() else {
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
         };
         // `remove`: a second copy of the event in this batch is a duplicate too.
-        if !claimed.remove(&event.event_id) || !status.awaits_reservation() {
+        if !claimed.remove(&event.event_id) {
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
-        let reached = decision.status();
-        statuses.insert(id, reached);
-        match decision {
-            Reservation::Reserve(wanted) => {
-                for (sku, qty) in &wanted {
-                    levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
-                }
-                reserved.push(id);
-                next.push(event.follow(EventType::InventoryReserved, None));
+        let step = StockStep::of(event.event_type, status, holds);
+        let mut reached = None;
+        match step {
+            StockStep::Skip => {
+                outcomes.push(Handled::Duplicate);
+                continue;
             }
-            Reservation::Reject(rejection) => {
-                let reason = rejection.to_string();
-                rejected.push(id);
-                next.push(event.follow(EventType::InventoryFailed, Some(reason.clone())));
-                reasons.push(reason);
+            StockStep::Reserve => {
+                let decision =
+                    Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
+                match decision {
+                    Reservation::Reserve(wanted) => {
+                        for (sku, qty) in &wanted {
+                            levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
+                        }
+                        orders.insert(id, (Status::Reserved, true));
+                        reached = Some(Status::Reserved);
+                        reserved.push(id);
+                        next.push(event.follow(EventType::InventoryReserved, None));
+                    }
+                    Reservation::Reject(rejection) => {
+                        let reason = rejection.to_string();
+                        orders.insert(id, (Status::Rejected, false));
+                        reached = Some(Status::Rejected);
+                        rejected.push(id);
+                        next.push(event.follow(EventType::InventoryFailed, Some(reason.clone())));
+                        reasons.push(reason);
+                    }
+                }
+            }
+            StockStep::Release | StockStep::Ship | StockStep::Report => {
+                if step != StockStep::Report {
+                    for (sku, qty) in NewOrder::quantities_by_sku(&event.items) {
+                        let level = levels.get_mut(sku.as_str()).expect("level was loaded");
+                        if step == StockStep::Release {
+                            level.taken -= qty as i64;
+                        } else {
+                            level.shipped += qty as i64;
+                        }
+                    }
+                    orders.insert(id, (status, false));
+                    freed.push(id);
+                }
+                if let Some(outcome) = StockStep::outcome(event.event_type) {
+                    next.push(event.follow(outcome, None));
+                }
             }
         }
-        outcomes.push(Handled::Done(Some(reached)));
+        outcomes.push(Handled::Done(reached));
     }
 
-    let (skus, taken): (Vec<&str>, Vec<i64>) =
-        levels.iter().filter(|(_, l)| l.taken > 0).map(|(sku, l)| (sku.as_str(), l.taken)).unzip();
-    if !skus.is_empty() {
+    let moved: Vec<(&str, i64, i64)> = levels
+        .iter()
+        .filter(|(_, l)| l.taken != 0 || l.shipped != 0)
+        .map(|(sku, l)| (sku.as_str(), l.taken, l.shipped))
+        .collect();
+    if !moved.is_empty() {
+        let skus: Vec<&str> = moved.iter().map(|m| m.0).collect();
+        let taken: Vec<i64> = moved.iter().map(|m| m.1).collect();
+        let shipped: Vec<i64> = moved.iter().map(|m| m.2).collect();
+        // `n` is what reservations took less what cancels gave back, `s` what shipped.
         let stmt = tx
             .prepare_cached(
-                "UPDATE inventory AS i SET available = i.available - t.n, reserved = i.reserved + t.n, updated_at = $3
-                 FROM unnest($1::text[], $2::bigint[]) AS t(sku, n) WHERE i.sku = t.sku",
+                "UPDATE inventory AS i SET available = i.available - t.n, reserved = i.reserved + t.n - t.s,
+                    shipped = i.shipped + t.s, updated_at = $4
+                 FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS t(sku, n, s) WHERE i.sku = t.sku",
             )
             .await
             .map_err(db_err)?;
-        tx.execute(&stmt, &[&skus, &taken, &now]).await.map_err(db_err)?;
+        tx.execute(&stmt, &[&skus, &taken, &shipped, &now]).await.map_err(db_err)?;
     }
     if !reserved.is_empty() {
         let stmt = tx
             .prepare_cached(
-                "UPDATE orders SET status = 'reserved', reason = NULL, updated_at = $2, reserved_at = $2
+                "UPDATE orders SET status = 'reserved', reason = NULL, updated_at = $2, reserved_at = $2,
+                    holds_stock = true
                  WHERE id = ANY($1) AND status = 'placed'",
             )
             .await
@@ -168,13 +215,20 @@ pub(super) async fn reserve(
             .map_err(db_err)?;
         moved_all(tx.execute(&stmt, &[&rejected, &reasons, &now]).await.map_err(db_err)?, rejected.len())?;
     }
+    if !freed.is_empty() {
+        let stmt = tx
+            .prepare_cached("UPDATE orders SET holds_stock = false WHERE id = ANY($1) AND holds_stock")
+            .await
+            .map_err(db_err)?;
+        moved_all(tx.execute(&stmt, &[&freed]).await.map_err(db_err)?, freed.len())?;
+    }
     enqueue(tx, &next).await?;
     Ok(outcomes)
 }
 
 /// Queues events for delivery (the outbox rows, and the `db` broker's queue)
 /// and wakes the consumers of every process once the transaction commits.
-async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<(), StoreError> {
+pub(super) async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<(), StoreError> {
     if events.is_empty() {
         return Ok(());
     }
@@ -195,7 +249,8 @@ async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<(), StoreErro
 
 pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
-    let mut statuses = read_orders(tx, events).await?;
+    let mut statuses: HashMap<Uuid, Status> =
+        read_orders(tx, events).await?.into_iter().map(|(id, (status, _))| (id, status)).collect();
 
     // The notifications table, keyed by event id, is the notifier's inbox.
     let mut seen = HashSet::new();
@@ -275,8 +330,13 @@ pub(super) async fn set_stock(client: &impl GenericClient, sku: &str, available:
 }
 
 pub(super) async fn list_stock(client: &impl GenericClient) -> Result<Vec<StockLevel>, StoreError> {
-    let stmt =
-        client.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").await.map_err(db_err)?;
+    let stmt = client
+        .prepare_cached("SELECT sku, available, reserved, shipped FROM inventory ORDER BY sku")
+        .await
+        .map_err(db_err)?;
     let rows = client.query(&stmt, &[]).await.map_err(db_err)?;
-    Ok(rows.iter().map(|r| StockLevel { sku: r.get(0), available: r.get(1), reserved: r.get(2) }).collect())
+    Ok(rows
+        .iter()
+        .map(|r| StockLevel { sku: r.get(0), available: r.get(1), reserved: r.get(2), shipped: r.get(3) })
+        .collect())
 }

@@ -17,14 +17,15 @@ mod effects;
 mod orders;
 mod prune;
 mod queue;
+mod requests;
 #[cfg(test)]
 mod tests;
 
 use super::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, Prunable,
-    QueueStore, StockLevel, Store, StoreError,
+    QueueStore, Requested, StockLevel, Store, StoreError,
 };
-use crate::domain::{Event, OrderId, Status};
+use crate::domain::{Decision, Event, OrderId, Request, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use anyhow::Context;
 use async_trait::async_trait;
@@ -110,6 +111,22 @@ impl Store for PostgresStore {
 
     async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError> {
         bounded(async { orders::list(&self.client().await?, filter).await }).await
+    }
+
+    async fn request(&self, id: OrderId, request: Request) -> Result<Option<Requested>, StoreError> {
+        bounded(async {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_err)?;
+            let requested = requests::request(&tx, id, request).await?;
+            let moved = requested.as_ref().is_some_and(|r| matches!(r.decision, Decision::Move { .. }));
+            let ids: &[OrderId] = if moved { &[id] } else { &[] };
+            self.commit_moved(tx, ids).await?;
+            if moved {
+                bump(&self.signal);
+            }
+            Ok(requested)
+        })
+        .await
     }
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {

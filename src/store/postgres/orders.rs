@@ -232,9 +232,8 @@ fn ttl_of(o: &PreparedOrder) -> std::time::Duration {
     o.idempotency.as_ref().map(|(_, _, ttl)| *ttl).unwrap_or_default()
 }
 
-const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at, \
-     traceparent";
+const ORDER_COLUMNS: &str = "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, \
+     completed_at, rejected_at, cancelled_at, shipped_at, traceparent";
 
 fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let bad = |what: &str, e: String| StoreError::Other(anyhow::anyhow!("order row has a bad {what}: {e}"));
@@ -243,7 +242,14 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let reason: Option<String> = r.try_get(3).map_err(db_err)?;
     let created_at: i64 = r.try_get(5).map_err(db_err)?;
     let mut history = vec![Transition { status: Status::Placed, reason: None, at: format_millis(created_at) }];
-    for (column, status) in [(7, Status::Reserved), (8, Status::Completed), (9, Status::Rejected)] {
+    let states = [
+        (7, Status::Reserved),
+        (8, Status::Completed),
+        (9, Status::Rejected),
+        (10, Status::Cancelled),
+        (11, Status::Shipped),
+    ];
+    for (column, status) in states {
         if let Some(at) = r.try_get::<_, Option<i64>>(column).map_err(db_err)? {
             let reason = if status == Status::Rejected { reason.clone() } else { None };
             history.push(Transition { status, reason, at: format_millis(at) });
@@ -258,7 +264,7 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
         created_at: format_millis(created_at),
         updated_at: format_millis(r.try_get(6).map_err(db_err)?),
         history,
-        trace_id: crate::store::trace_id_of(r.try_get(10).map_err(db_err)?),
+        trace_id: crate::store::trace_id_of(r.try_get(12).map_err(db_err)?),
     })
 }
 

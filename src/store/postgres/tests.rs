@@ -226,7 +226,10 @@ async fn two_events_about_one_order_applied_at_once_reserve_once() {
     let again = if outcomes[0].is_err() { first } else { second };
     let again = db.store.reserve("inventory", vec![again]).await;
     assert_eq!(again.unwrap(), vec![Handled::Duplicate]);
-    assert_eq!(db.store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(
+        db.store.list_stock().await.unwrap()[0],
+        StockLevel { sku: "tea".into(), available: 3, reserved: 2, shipped: 0 }
+    );
     assert_eq!(db.store.get_order(placed.id).await.unwrap().unwrap().status, Status::Reserved);
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'inventory-events'").await, 1);
 }
@@ -300,13 +303,14 @@ async fn unreachable_server_fails_fast() {
 }
 
 /// A schema made by version 1 keeps its orders, loses the index on `status`,
-/// leaves room on its pages for status updates, and still lists by status.
+/// leaves room on its pages for status updates, and still lists by status;
+/// its completed orders hold their stock, which a cancel gives back.
 #[tokio::test]
 async fn a_version_1_schema_is_migrated() {
     let Some(admin) = admin_connection().await else { return };
     let name = new_schema_name();
     let _schema = Schema(name.clone());
-    let rejected = OrderId::new();
+    let (rejected, completed) = (OrderId::new(), OrderId::new());
     admin
         .batch_execute(&format!(
             "CREATE SCHEMA {name}; SET search_path TO {name};
@@ -314,7 +318,10 @@ async fn a_version_1_schema_is_migrated() {
              CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
              INSERT INTO schema_version VALUES (1, 0);
              INSERT INTO orders (id, customer_id, status, reason, items, created_at, updated_at, rejected_at)
-             VALUES ('{rejected}', 'c1', 'rejected', 'out_of_stock:tea', '[]', 1, 2, 2);",
+             VALUES ('{rejected}', 'c1', 'rejected', 'out_of_stock:tea', '[]', 1, 2, 2);
+             INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, reserved_at, completed_at)
+             VALUES ('{completed}', 'c1', 'completed', '[{{\"sku\":\"tea\",\"quantity\":2}}]', 1, 2, 2, 2);
+             INSERT INTO inventory (sku, available, reserved, updated_at) VALUES ('tea', 3, 2, 1);",
             super::connect::MIGRATIONS[0]
         ))
         .await
@@ -340,6 +347,15 @@ async fn a_version_1_schema_is_migrated() {
         .unwrap()
         .get(0);
     assert_eq!(options, Some(vec!["fillfactor=60".to_owned()]));
+
+    let held = format!("SELECT id FROM {name}.orders WHERE holds_stock");
+    let held: Vec<Uuid> = admin.query(&held, &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(held, [completed.as_uuid()], "only the completed order holds stock");
+    let cancelled = store.request(completed, crate::domain::Request::Cancel).await.unwrap().unwrap();
+    assert_eq!(cancelled.order.status, Status::Cancelled, "the new status passes the CHECK");
+    drain(&store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    let tea = StockLevel { sku: "tea".into(), available: 5, reserved: 0, shipped: 0 };
+    assert_eq!(store.list_stock().await.unwrap(), [tea]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,14 +1,18 @@
-//! The services' effects: reserving stock and recording notifications.
+//! The services' effects: moving stock and recording notifications.
 //!
 //! Each runs as one writer job over a whole batch of events. Stock levels of
 //! the SKUs a batch touches are read once, kept in memory while the domain's
-//! `Reservation` decides each order in turn (all items or none), and written
-//! back once per SKU.
+//! `Reservation` decides each order in turn (all items or none) and
+//! cancelled or shipped orders give back or send out what they hold, and
+//! written back once per SKU. The writer runs one job at a time, so an
+//! order's status and its `holds_stock` flag cannot change under a job.
 
 use super::orders::{enqueue, status_of, transition};
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{now_millis, Event, EventType, Reservation, Status, StockLeft};
+use crate::domain::{
+    now_millis, Event, EventType, LineItem, NewOrder, OrderId, Reservation, Status, StockLeft, StockStep,
+};
 use crate::store::{Handled, StockLevel, StoreError};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::collections::HashMap;
@@ -29,7 +33,9 @@ fn forget(conn: &Connection, consumer: &str, event: &Event) -> Result<(), StoreE
     Ok(())
 }
 
-/// Reserves stock for each `OrderPlaced` event. The inbox insert and the
+/// Applies the inventory's effect of each event: reserves stock for
+/// `OrderPlaced`, gives it back for `OrderCancelled`, sends it out for
+/// `OrderShipped`, as the domain's `StockStep` says. The inbox insert and the
 /// guarded status update come first and decide whether anything happens, so
 /// the common path does no extra reads.
 pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
@@ -41,44 +47,118 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        for item in &event.items {
-            if !levels.contains_key(item.sku.as_str()) {
-                let available = conn
-                    .stmt(Hot::StockLevel)
-                    .and_then(|mut s| s.query_row([item.sku.as_str()], |r| r.get::<_, i64>(0)).optional())
-                    .map_err(db_err)?;
-                levels.insert(item.sku.as_str().to_owned(), StockLeft { available, taken: 0 });
-            }
-        }
-        let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
-        let reason = decision.reason();
-        if !transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)? {
-            if status_of(conn, event.order_id)?.is_none() {
-                forget(conn, consumer, event)?;
-                outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
-            } else {
-                // Already decided by an earlier delivery under another event id.
-                outcomes.push(Handled::Duplicate);
-            }
-            continue;
-        }
-        let reached = decision.status();
-        let next = match decision {
-            Reservation::Reserve(wanted) => {
-                for (sku, qty) in &wanted {
-                    levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
-                }
-                event.follow(EventType::InventoryReserved, None)
-            }
-            Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
+        let handled = match event.event_type {
+            EventType::OrderPlaced => reserve_one(conn, event, &mut levels, now)?,
+            _ => follow_stock(conn, event, &mut levels)?,
         };
-        enqueue(conn, next)?;
-        outcomes.push(Handled::Done(Some(reached)));
+        if matches!(handled, Handled::Retry(_)) {
+            forget(conn, consumer, event)?;
+        }
+        outcomes.push(handled);
     }
-    for (sku, level) in levels.iter().filter(|(_, l)| l.taken > 0) {
-        conn.stmt(Hot::TakeStock).and_then(|mut s| s.execute(params![sku, level.taken, now])).map_err(db_err)?;
+    for (sku, level) in levels.iter().filter(|(_, l)| l.taken != 0 || l.shipped != 0) {
+        conn.stmt(Hot::TakeStock)
+            .and_then(|mut s| s.execute(params![sku, level.taken, level.shipped, now]))
+            .map_err(db_err)?;
     }
     Ok(outcomes)
+}
+
+/// Reads the stock of each SKU of `items` not read yet in this batch.
+fn load_levels(
+    conn: &Writer<'_>,
+    items: &[LineItem],
+    levels: &mut HashMap<String, StockLeft>,
+) -> Result<(), StoreError> {
+    for item in items {
+        if !levels.contains_key(item.sku.as_str()) {
+            let available = conn
+                .stmt(Hot::StockLevel)
+                .and_then(|mut s| s.query_row([item.sku.as_str()], |r| r.get::<_, i64>(0)).optional())
+                .map_err(db_err)?;
+            levels.insert(item.sku.as_str().to_owned(), StockLeft { available, ..StockLeft::default() });
+        }
+    }
+    Ok(())
+}
+
+fn reserve_one(
+    conn: &Writer<'_>,
+    event: &Event,
+    levels: &mut HashMap<String, StockLeft>,
+    now: i64,
+) -> Result<Handled, StoreError> {
+    load_levels(conn, &event.items, levels)?;
+    let decision = Reservation::decide(&event.items, |sku| levels.get(sku.as_str()).and_then(StockLeft::left));
+    let reason = decision.reason();
+    let reached = decision.status();
+    // Moves only a placed order: one cancelled meanwhile is left as it is.
+    if !transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)? {
+        if status_of(conn, event.order_id)?.is_none() {
+            return Ok(Handled::Retry(format!("order {} not found", event.order_id)));
+        }
+        // Decided by an earlier delivery under another event id, or cancelled.
+        return Ok(Handled::Duplicate);
+    }
+    let next = match decision {
+        Reservation::Reserve(wanted) => {
+            for (sku, qty) in &wanted {
+                levels.get_mut(sku.as_str()).expect("level was loaded").taken += *qty as i64;
+            }
+            event.follow(EventType::InventoryReserved, None)
+        }
+        Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
+    };
+    enqueue(conn, next)?;
+    Ok(Handled::Done(Some(reached)))
+}
+
+/// Gives back or sends out the stock a cancelled or shipped order holds,
+/// and queues the outcome for the notifier.
+fn follow_stock(
+    conn: &Writer<'_>,
+    event: &Event,
+    levels: &mut HashMap<String, StockLeft>,
+) -> Result<Handled, StoreError> {
+    let Some((status, holds_stock)) = stock_state(conn, event.order_id)? else {
+        return Ok(Handled::Retry(format!("order {} not found", event.order_id)));
+    };
+    let step = StockStep::of(event.event_type, status, holds_stock);
+    match step {
+        StockStep::Skip | StockStep::Reserve => return Ok(Handled::Duplicate),
+        StockStep::Report => {}
+        StockStep::Release | StockStep::Ship => {
+            load_levels(conn, &event.items, levels)?;
+            for (sku, qty) in NewOrder::quantities_by_sku(&event.items) {
+                let level = levels.get_mut(sku.as_str()).expect("level was loaded");
+                if step == StockStep::Release {
+                    level.taken -= qty as i64;
+                } else {
+                    level.shipped += qty as i64;
+                }
+            }
+            conn.prepare_cached("UPDATE orders SET holds_stock = 0 WHERE id = ?1 AND holds_stock = 1")
+                .and_then(|mut s| s.execute([event.order_id.to_string()]))
+                .map_err(db_err)?;
+        }
+    }
+    if let Some(outcome) = StockStep::outcome(event.event_type) {
+        enqueue(conn, event.follow(outcome, None))?;
+    }
+    Ok(Handled::Done(None))
+}
+
+/// The order's status and whether it holds stock; `None` if there is no such order.
+fn stock_state(conn: &Connection, id: OrderId) -> Result<Option<(Status, bool)>, StoreError> {
+    let row: Option<(String, bool)> = conn
+        .prepare_cached("SELECT status, holds_stock FROM orders WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.to_string()], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(db_err)?;
+    row.map(|(status, holds)| {
+        let status = status.parse().map_err(|e| StoreError::Other(anyhow::anyhow!("order row: {e}")))?;
+        Ok((status, holds))
+    })
+    .transpose()
 }
 
 /// Records a notification for each inventory outcome and completes reserved
@@ -134,9 +214,11 @@ pub(super) fn set_stock(conn: &Connection, sku: &str, available: i64) -> Result<
 
 pub(super) fn list_stock(conn: &Connection) -> Result<Vec<StockLevel>, StoreError> {
     let mut stmt =
-        conn.prepare_cached("SELECT sku, available, reserved FROM inventory ORDER BY sku").map_err(db_err)?;
+        conn.prepare_cached("SELECT sku, available, reserved, shipped FROM inventory ORDER BY sku").map_err(db_err)?;
     let rows = stmt
-        .query_map([], |r| Ok(StockLevel { sku: r.get(0)?, available: r.get(1)?, reserved: r.get(2)? }))
+        .query_map([], |r| {
+            Ok(StockLevel { sku: r.get(0)?, available: r.get(1)?, reserved: r.get(2)?, shipped: r.get(3)? })
+        })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
     Ok(rows)

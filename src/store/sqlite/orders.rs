@@ -4,11 +4,13 @@ use super::queue::Queue;
 use super::recent::Kept;
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{format_millis, key_holds, now_millis, Event, LineItem, OrderId, Status};
+use crate::domain::{
+    format_millis, key_holds, now_millis, CustomerId, Decision, Event, LineItem, OrderId, Request, Status, TraceParent,
+};
 use crate::messaging::queue_for;
 use crate::store::{
-    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
-    WaitingMessage,
+    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, Requested, StoreError,
+    Transition, WaitingMessage,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
@@ -46,15 +48,28 @@ pub(super) fn transition(
     if !from.can_become(to) {
         return Err(StoreError::Other(anyhow::anyhow!("an order cannot go from {from} to {to}")));
     }
-    let stmt = match to {
-        Status::Reserved => Hot::Reserve,
-        Status::Completed => Hot::Complete,
-        _ => Hot::Reject,
-    };
-    let changed = conn
-        .stmt(stmt)
-        .and_then(|mut s| s.execute(params![uuid_text(id.as_uuid(), &mut [0; 36]), reason, now, from.as_str()]))
-        .map_err(db_err)?;
+    let mut buf = [0; 36];
+    let args = params![uuid_text(id.as_uuid(), &mut buf), reason, now, from.as_str()];
+    let changed = match to {
+        Status::Reserved => conn.stmt(Hot::Reserve).and_then(|mut s| s.execute(args)),
+        Status::Completed => conn.stmt(Hot::Complete).and_then(|mut s| s.execute(args)),
+        Status::Rejected => conn.stmt(Hot::Reject).and_then(|mut s| s.execute(args)),
+        // Clients' requests: rare enough for the statement cache.
+        Status::Cancelled => conn
+            .prepare_cached(
+                "UPDATE orders SET status = 'cancelled', reason = ?2, updated_at = ?3, cancelled_at = ?3
+                 WHERE id = ?1 AND status = ?4",
+            )
+            .and_then(|mut s| s.execute(args)),
+        Status::Shipped => conn
+            .prepare_cached(
+                "UPDATE orders SET status = 'shipped', reason = ?2, updated_at = ?3, shipped_at = ?3
+                 WHERE id = ?1 AND status = ?4",
+            )
+            .and_then(|mut s| s.execute(args)),
+        Status::Placed => unreachable!("no status becomes placed"),
+    }
+    .map_err(db_err)?;
     Ok(changed == 1)
 }
 
@@ -97,9 +112,31 @@ pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, Store
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 
-const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at, \
-     traceparent";
+/// Applies a client's request to an order, as the domain decides it: a move
+/// is written with its event, in the writer's one transaction. `None` if
+/// there is no such order.
+pub(super) fn request(conn: &Writer<'_>, id: OrderId, request: Request) -> Result<Option<Requested>, StoreError> {
+    let Some(order) = get(conn, id)? else { return Ok(None) };
+    let decision = request.decide(order.status);
+    let Decision::Move { from, to } = decision else { return Ok(Some(Requested { decision, order })) };
+    let now = now_millis();
+    if !transition(conn, id, from, to, None, now)? {
+        return Err(StoreError::Other(anyhow::anyhow!("order {id} moved under the writer")));
+    }
+    let customer = CustomerId::parse(order.customer_id).map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
+    // The move belongs to the order's trace, like the events it causes.
+    let trace: Option<String> = conn
+        .prepare_cached("SELECT traceparent FROM orders WHERE id = ?1")
+        .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)))
+        .map_err(db_err)?;
+    let event = Event::new(request.event_type(), id, customer, order.items, None);
+    enqueue(conn, event.in_trace(trace.as_deref().and_then(TraceParent::parse)))?;
+    let order = get(conn, id)?.ok_or_else(|| StoreError::Other(anyhow::anyhow!("order {id} vanished")))?;
+    Ok(Some(Requested { decision, order }))
+}
+
+const ORDER_COLUMNS: &str = "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, \
+     completed_at, rejected_at, cancelled_at, shipped_at, traceparent";
 
 fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
     let bad = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
@@ -115,7 +152,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
         created_at: format_millis(r.get(5)?),
         updated_at: format_millis(r.get(6)?),
         history: history_from_row(r)?,
-        trace_id: crate::store::trace_id_of(r.get(10)?),
+        trace_id: crate::store::trace_id_of(r.get(12)?),
     })
 }
 
@@ -123,7 +160,14 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
 fn history_from_row(r: &Row<'_>) -> rusqlite::Result<Vec<Transition>> {
     let reason: Option<String> = r.get(3)?;
     let mut history = vec![Transition { status: Status::Placed, reason: None, at: format_millis(r.get(5)?) }];
-    for (column, status) in [(7, Status::Reserved), (8, Status::Completed), (9, Status::Rejected)] {
+    let states = [
+        (7, Status::Reserved),
+        (8, Status::Completed),
+        (9, Status::Rejected),
+        (10, Status::Cancelled),
+        (11, Status::Shipped),
+    ];
+    for (column, status) in states {
         if let Some(at) = r.get::<_, Option<i64>>(column)? {
             let reason = if status == Status::Rejected { reason.clone() } else { None };
             history.push(Transition { status, reason, at: format_millis(at) });
@@ -196,9 +240,13 @@ pub(super) fn list(conn: &Connection, f: OrderFilter) -> Result<OrderPage, Store
         args.push(status.as_str().to_owned());
         // Names the partial index (schema version 2) that holds this state.
         let state = match status {
-            Status::Placed | Status::Reserved => "completed_at IS NULL AND rejected_at IS NULL",
-            Status::Completed => "completed_at IS NOT NULL",
+            Status::Placed | Status::Reserved => {
+                "completed_at IS NULL AND rejected_at IS NULL AND cancelled_at IS NULL"
+            }
+            Status::Completed => "completed_at IS NOT NULL AND cancelled_at IS NULL AND shipped_at IS NULL",
             Status::Rejected => "rejected_at IS NOT NULL",
+            Status::Cancelled => "cancelled_at IS NOT NULL",
+            Status::Shipped => "shipped_at IS NOT NULL",
         };
         sql.push_str(&format!(" AND {state} AND status = ?{}", args.len()));
     }

@@ -51,7 +51,7 @@ impl Hot {
                 "INSERT INTO queue_inventory_events (id, routing_key, body) VALUES (?1, ?2, ?3)"
             }
             Hot::Reserve => {
-                "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3
+                "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3, holds_stock = 1
                  WHERE id = ?1 AND status = ?4"
             }
             Hot::Complete => {
@@ -64,9 +64,10 @@ impl Hot {
             }
             Hot::Remember => "INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)",
             Hot::StockLevel => "SELECT available FROM inventory WHERE sku = ?1",
+            // ?2 is what reservations took less what cancels gave back, ?3 what shipped.
             Hot::TakeStock => {
-                "UPDATE inventory SET available = available - ?2, reserved = reserved + ?2, updated_at = ?3
-                 WHERE sku = ?1"
+                "UPDATE inventory SET available = available - ?2, reserved = reserved + ?2 - ?3,
+                 shipped = shipped + ?3, updated_at = ?4 WHERE sku = ?1"
             }
             Hot::InsertNotification => {
                 "INSERT OR IGNORE INTO notifications (event_id, order_id, consumer, kind, message, sent_at)

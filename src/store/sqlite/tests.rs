@@ -319,5 +319,15 @@ fn assert_current(path: &std::path::Path) {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(indexes, ["orders_by_customer", "orders_completed", "orders_open", "orders_rejected"]);
+    assert_eq!(
+        indexes,
+        [
+            "orders_by_customer",
+            "orders_cancelled",
+            "orders_completed",
+            "orders_open",
+            "orders_rejected",
+            "orders_shipped"
+        ]
+    );
 }

@@ -2,11 +2,11 @@
 //! to the writer (group commit) or to a read connection.
 
 use super::{db_err, effects, orders, outcome, queue, Guard, Job, SqliteStore};
-use crate::domain::{now_millis, Event, OrderId, Status};
+use crate::domain::{now_millis, Decision, Event, OrderId, Request, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use crate::store::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
-    Prunable, QueueStore, StockLevel, Store, StoreError,
+    Prunable, QueueStore, Requested, StockLevel, Store, StoreError,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -31,6 +31,14 @@ impl Store for SqliteStore {
 
     async fn list_orders(&self, filter: OrderFilter) -> Result<OrderPage, StoreError> {
         self.read(move |c| orders::list(c, filter)).await
+    }
+
+    async fn request(&self, id: OrderId, request: Request) -> Result<Option<Requested>, StoreError> {
+        let requested = self.write(move |c| orders::request(c, id, request)).await?;
+        if requested.as_ref().is_some_and(|r| matches!(r.decision, Decision::Move { .. })) {
+            self.statuses_moved(vec![id]);
+        }
+        Ok(requested)
     }
 
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
@@ -63,9 +71,13 @@ impl Store for SqliteStore {
             // Each state counted from its partial index, not from the table.
             let mut stmt = c
                 .prepare_cached(
-                    "SELECT status, count(*) FROM orders WHERE completed_at IS NULL AND rejected_at IS NULL GROUP BY status
-                     UNION ALL SELECT 'completed', count(*) FROM orders WHERE completed_at IS NOT NULL
-                     UNION ALL SELECT 'rejected', count(*) FROM orders WHERE rejected_at IS NOT NULL",
+                    "SELECT status, count(*) FROM orders
+                       WHERE completed_at IS NULL AND rejected_at IS NULL AND cancelled_at IS NULL GROUP BY status
+                     UNION ALL SELECT 'completed', count(*) FROM orders
+                       WHERE completed_at IS NOT NULL AND cancelled_at IS NULL AND shipped_at IS NULL
+                     UNION ALL SELECT 'rejected', count(*) FROM orders WHERE rejected_at IS NOT NULL
+                     UNION ALL SELECT 'cancelled', count(*) FROM orders WHERE cancelled_at IS NOT NULL
+                     UNION ALL SELECT 'shipped', count(*) FROM orders WHERE shipped_at IS NOT NULL",
                 )
                 .map_err(db_err)?;
             let orders_by_status = stmt
