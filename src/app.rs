@@ -11,7 +11,7 @@
 use crate::api::{self, AppState};
 use crate::broker::{AmqpBroker, Broker, DbBroker, RedisBroker, RedisSettings};
 use crate::cache::{CacheSettings, OrderCache};
-use crate::config::{Common, ServeArgs};
+use crate::config::{AuthMode, Common, ServeArgs};
 use crate::messaging::{BrokerError, RetryPolicy};
 use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database, OpenError};
@@ -136,6 +136,11 @@ async fn connect_patiently(
 /// Runs `roles` until asked to stop.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
     let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
+    // A key that cannot verify tokens stops the process before it connects.
+    let tokens = match (roles.api, args.auth) {
+        (true, AuthMode::Jwt) => Some(Arc::new(api::JwtKey::from_env()?)),
+        _ => None,
+    };
     let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
@@ -172,6 +177,8 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             max_in_flight: args.max_in_flight,
             // Only from the environment: a flag would show in `ps`.
             operator: api::OperatorToken::from_env(),
+            // Only from the environment too: a secret or a multi-line PEM.
+            tokens,
             replay_rate: args.replay_rate,
             draining: draining.clone(),
             clients: api::ClientLimits {

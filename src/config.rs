@@ -164,6 +164,21 @@ pub struct ServeArgs {
     /// handled. Lowered at start if the descriptor limit is too low for it.
     #[arg(long, env = "ORDERFLOW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// Who may use the customer routes: `none` (anyone who reaches the API;
+    /// put it behind something that authenticates) or `jwt` (a bearer token
+    /// signed with `ORDERFLOW_JWT_KEY`, whose `sub` is the customer, who then
+    /// sees only their own orders). For `api` and `run`.
+    #[arg(long, env = "ORDERFLOW_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+}
+
+/// How the customer routes authenticate (docs/operations.md#authentication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication: every client sees every order.
+    None,
+    /// A JSON Web Token per request, verified with `ORDERFLOW_JWT_KEY`.
+    Jwt,
 }
 
 impl ServeArgs {

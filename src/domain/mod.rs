@@ -6,10 +6,12 @@
 //! re-check a SKU or a quantity. The rules (all items or none, statuses move
 //! only forward) are decided here; the stores persist what was decided.
 
+mod access;
 mod event;
 mod order;
 mod reservation;
 
+pub use access::Caller;
 pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 pub use order::{
     CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError, MAX_CUSTOMER_LEN,

@@ -9,12 +9,13 @@
 //! with other settings, workers that come and go).
 //! `cache` the Redis cache of orders. `events` follows orders live over
 //! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
-//! operator routes.
+//! operator routes; `auth` customers' tokens (`--auth jwt`).
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server.
 
 mod admin;
+mod auth;
 mod cache;
 mod contract;
 mod drain;
