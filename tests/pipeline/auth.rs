@@ -387,3 +387,33 @@ async fn with_authentication_off_nothing_changed() {
     assert_eq!(c.post("/orders", &order("bob", &[("tea", 1)]), Some("shared")).await.status(), 409);
     assert_eq!(c.orders_of("bob").await.len(), 1);
 }
+
+#[tokio::test]
+async fn another_customers_order_stays_hidden_when_read_through_the_cache() {
+    let env = Env::embedded();
+    env.set_stock("tea", 100);
+    let Some(cache) = crate::cache::cache_server(&env) else { return };
+    let vars = [("ORDERFLOW_JWT_KEY", SECRET), ("ORDERFLOW_OPERATOR_TOKEN", OPERATOR)];
+    let url = format!("redis://127.0.0.1:{}/0", cache.port);
+    let server = Server::start_with(&env, "run", &["--auth", "jwt", "--cache-url", &url], &vars).await;
+    let (alice, bob) = (token("alice"), token("bob"));
+    let id = place(&server, &alice).await;
+    wait_completed(&server, &id, &alice).await;
+    // Read until the copy is cached: then bob's read is answered from it.
+    let hits = || async {
+        let text = server.client.http.get(server.client.url("/metrics")).send().await.unwrap().text().await.unwrap();
+        text.lines().any(|l| l.starts_with("orderflow_cache_requests_total{result=\"hit\"}"))
+    };
+    let deadline = std::time::Instant::now() + SETTLE;
+    while !hits().await {
+        assert!(std::time::Instant::now() < deadline, "the order was never read from the cache");
+        call(&server, "GET", &format!("/orders/{id}"), Some(&alice), None).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for path in [format!("/orders/{id}"), format!("/order/get/{id}")] {
+        let (status, body) = call(&server, "GET", &path, Some(&bob), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{path}");
+        let (status, _) = call(&server, "GET", &path, Some(&alice), None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+}
