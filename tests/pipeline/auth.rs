@@ -180,7 +180,7 @@ async fn a_customer_sees_only_their_own_orders() {
         page["orders"].as_array().unwrap().iter().map(|o| o["order_id"].as_str().unwrap().to_owned()).collect()
     };
     let (_, page) = call(&server, "GET", "/orders", Some(&alice), None).await;
-    assert_eq!(ids(&page), [mine.clone()]);
+    assert_eq!(ids(&page), std::slice::from_ref(&mine));
     let (_, page) = call(&server, "GET", "/orders?customer_id=bob", Some(&alice), None).await;
     assert!(ids(&page).is_empty(), "{page}");
     let (_, page) = call(&server, "GET", "/orders?customer_id=alice&status=placed,reserved", Some(&alice), None).await;
