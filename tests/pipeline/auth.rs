@@ -236,7 +236,16 @@ async fn the_body_may_not_name_another_customer() {
 
 #[tokio::test]
 async fn idempotency_keys_are_each_customers_own() {
-    let env = Env::embedded();
+    idempotency_keys_are_each_customers_own_in(Env::embedded()).await;
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_each_customers_own_on_postgres() {
+    let Some(env) = Env::postgres(false) else { return };
+    idempotency_keys_are_each_customers_own_in(env).await;
+}
+
+async fn idempotency_keys_are_each_customers_own_in(env: Env) {
     env.set_stock("tea", 100);
     let server = start(&env, SECRET).await;
     let c = &server.client;
