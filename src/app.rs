@@ -13,7 +13,7 @@
 use crate::api::{self, AppState};
 use crate::broker::{AmqpBroker, Broker, DbBroker, RedisBroker, RedisSettings};
 use crate::cache::{CacheSettings, OrderCache};
-use crate::config::{Common, ServeArgs};
+use crate::config::{AuthMode, Common, ServeArgs};
 use crate::messaging::{BrokerError, RetryPolicy};
 use crate::services::{self, Service, WorkerSettings};
 use crate::store::{self, Database, OpenError, Prunable};
@@ -161,6 +161,11 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             redis_claim_idle: common.redis_claim_idle(),
         },
     )?;
+    // A key that cannot verify tokens stops the process before it connects.
+    let tokens = match (roles.api, args.auth) {
+        (true, AuthMode::Jwt) => Some(Arc::new(api::JwtKey::from_env()?)),
+        _ => None,
+    };
     let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
@@ -199,6 +204,8 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
             max_in_flight: args.max_in_flight,
             // Only from the environment: a flag would show in `ps`.
             operator: api::OperatorToken::from_env(),
+            // Only from the environment too: a secret or a multi-line PEM.
+            tokens,
             replay_rate: args.replay_rate,
             draining: draining.clone(),
             clients,

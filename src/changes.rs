@@ -19,7 +19,7 @@
 //! change. Reading costs nothing while no stream is open: the reader skips
 //! the batch, and forgets what it kept, since it would now have a gap.
 
-use crate::domain::{format_millis, OrderId, Status};
+use crate::domain::{format_millis, CustomerId, OrderId, Status};
 use crate::store::{OrderView, Store};
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,6 +42,9 @@ pub struct Change {
     #[serde(skip)]
     pub at_ms: i64,
     pub order_id: OrderId,
+    /// Whose order it is: a customer's stream shows only theirs.
+    #[serde(skip)]
+    pub customer_id: String,
     pub status: Status,
     pub at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -49,9 +52,9 @@ pub struct Change {
 }
 
 impl Change {
-    fn new(order_id: OrderId, status: Status, at_ms: i64, reason: Option<String>) -> Self {
+    fn new(order_id: OrderId, customer_id: String, status: Status, at_ms: i64, reason: Option<String>) -> Self {
         let id = format!("{at_ms}-{}-{order_id}", status.as_str());
-        Self { id, at_ms, order_id, status, at: format_millis(at_ms), reason }
+        Self { id, at_ms, order_id, customer_id, status, at: format_millis(at_ms), reason }
     }
 }
 
@@ -119,9 +122,10 @@ impl Changes {
     }
 
     /// Announces an order this process just placed.
-    pub fn placed(&self, id: OrderId, created_at_ms: i64) {
+    pub fn placed(&self, id: OrderId, customer: &CustomerId, created_at_ms: i64) {
         if self.sender.receiver_count() > 0 {
-            self.keep(vec![Change::new(id, Status::Placed, created_at_ms, None)]);
+            let customer = customer.as_str().to_owned();
+            self.keep(vec![Change::new(id, customer, Status::Placed, created_at_ms, None)]);
         } else {
             self.skipped.store(true, Ordering::Relaxed);
         }
@@ -203,7 +207,7 @@ fn transitions(order: &OrderView) -> Vec<Change> {
         .iter()
         .filter_map(|t| {
             let at = chrono::DateTime::parse_from_rfc3339(&t.at).ok()?.timestamp_millis();
-            Some(Change::new(order.order_id, t.status, at, t.reason.clone()))
+            Some(Change::new(order.order_id, order.customer_id.clone(), t.status, at, t.reason.clone()))
         })
         .collect()
 }

@@ -211,6 +211,21 @@ pub struct ServeArgs {
     /// the API the idempotency keys, each consumer its inbox.
     #[arg(long, env = "ORDERFLOW_PRUNE_INTERVAL", default_value = "1m", value_parser = window)]
     pub prune_interval: Duration,
+    /// Who may use the customer routes: `none` (anyone who reaches the API;
+    /// put it behind something that authenticates) or `jwt` (a bearer token
+    /// signed with `ORDERFLOW_JWT_KEY`, whose `sub` is the customer, who then
+    /// sees only their own orders). For `api` and `run`.
+    #[arg(long, env = "ORDERFLOW_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+}
+
+/// How the customer routes authenticate (docs/operations.md#authentication).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    /// No authentication: every client sees every order.
+    None,
+    /// A JSON Web Token per request, verified with `ORDERFLOW_JWT_KEY`.
+    Jwt,
 }
 
 impl ServeArgs {

@@ -11,6 +11,7 @@ use super::{ApiError, AppState};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 /// The variable that turns the admin routes on.
@@ -31,7 +32,7 @@ impl OperatorToken {
     }
 
     /// Whether `given` is the token, in time that does not depend on where they differ.
-    fn matches(&self, given: &str) -> bool {
+    pub(super) fn matches(&self, given: &str) -> bool {
         let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
         let diff = self.0.iter().zip(given.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
         std::hint::black_box(diff) == 0
@@ -47,40 +48,18 @@ impl FromRequestParts<AppState> for Operator {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(token) = &state.operator else { return Err(ApiError::AdminDisabled) };
-        let given = parts.headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or("");
-        let bearer = given.split_once(' ').filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"));
-        match bearer {
-            Some((_, t)) if token.matches(t.trim()) => Ok(Operator),
+        match bearer(&parts.headers) {
+            Some(t) if token.matches(t) => Ok(Operator),
             _ => Err(ApiError::Unauthorized),
         }
     }
 }
 
-/// Who asks to act on an order, as far as the API can tell. Without client
-/// authentication every caller is `Anyone` and may cancel any order; once
-/// callers are authenticated, a customer may cancel only their own orders
-/// and the operator anyone's. The cancel handler asks `only_customer` and
-/// checks the order's owner before it requests anything.
-pub(super) enum Caller {
-    Anyone,
-}
-
-impl Caller {
-    /// The customer whose orders alone this caller may act on; `None` when
-    /// it may act on every order.
-    pub(super) fn only_customer(&self) -> Option<&str> {
-        match self {
-            Caller::Anyone => None,
-        }
-    }
-}
-
-impl FromRequestParts<AppState> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(_: &mut Parts, _: &AppState) -> Result<Self, ApiError> {
-        Ok(Caller::Anyone)
-    }
+/// The token of `Authorization: Bearer TOKEN`, if the request has one.
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let given = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = given.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! orders live (through `GET /events`), the pipeline's queue and dead
 //! letters, a form to place a test order, each order's timeline
 //! (`/#/orders/ID`), and, once the operator enters the token, dead letters
-//! and stock with their actions (`/admin/…`).
+//! and stock with their actions (`/admin/…`). A customer's token (`--auth
+//! jwt`) shows that customer's orders; the live stream is then read with
+//! `fetch()` (`sse.js`), which can send the token, as EventSource cannot.
 //!
-//! Three plain files beside this one, embedded in the binary: no build
+//! Four plain files beside this one, embedded in the binary: no build
 //! step, no library, nothing fetched from elsewhere. The page's
 //! `Content-Security-Policy` lets it load and call only this origin, with no
 //! inline script or style, so it works offline and sends nothing elsewhere.
@@ -17,6 +19,7 @@ use axum::Router;
 
 const PAGE: &str = include_str!("dashboard/index.html");
 const SCRIPT: &str = include_str!("dashboard/app.js");
+const STREAM: &str = include_str!("dashboard/sse.js");
 const STYLE: &str = include_str!("dashboard/style.css");
 
 const POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -48,5 +51,6 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub(super) fn assets<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/dashboard/app.js", get(|| async { asset("text/javascript; charset=utf-8", SCRIPT) }))
+        .route("/dashboard/sse.js", get(|| async { asset("text/javascript; charset=utf-8", STREAM) }))
         .route("/dashboard/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE) }))
 }

@@ -4,6 +4,7 @@
 //! store or broker is a 503 with `Retry-After`, so clients and proxies back off instead of
 //! hammering. Anything else is logged with its cause and shown as a plain 500.
 
+use super::jwt::TokenError;
 use crate::domain::ValidationError;
 use crate::messaging::BrokerError;
 use crate::store::StoreError;
@@ -32,6 +33,11 @@ pub const ERROR_CODES: &[&str] = &[
     // 401, 403: the admin routes' token.
     "unauthorized",
     "admin_disabled",
+    // 401, 403: a customer's token (`--auth jwt`).
+    "missing_token",
+    "invalid_token",
+    "token_expired",
+    "customer_mismatch",
     // 404, 405, 408, 409, 413, 415.
     "not_found",
     "method_not_allowed",
@@ -98,6 +104,12 @@ pub enum ApiError {
     Unauthorized,
     #[error("the admin routes are off: start the server with ORDERFLOW_OPERATOR_TOKEN set to a secret, and send it as Authorization: Bearer TOKEN")]
     AdminDisabled,
+    #[error(transparent)]
+    Unauthenticated(TokenError),
+    #[error(
+        "the token names customer '{token}' but the body names '{body}': leave customer_id out, or send the token's"
+    )]
+    CustomerMismatch { token: String, body: String },
     #[error("{0}")]
     NotFound(String),
     #[error("this route does not answer this method; the Allow header lists those it does")]
@@ -150,6 +162,10 @@ impl ApiError {
             ApiError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             ApiError::AdminDisabled => (StatusCode::FORBIDDEN, "admin_disabled"),
+            ApiError::Unauthenticated(TokenError::Missing) => (StatusCode::UNAUTHORIZED, "missing_token"),
+            ApiError::Unauthenticated(TokenError::Expired) => (StatusCode::UNAUTHORIZED, "token_expired"),
+            ApiError::Unauthenticated(TokenError::Invalid(_)) => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            ApiError::CustomerMismatch { .. } => (StatusCode::FORBIDDEN, "customer_mismatch"),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             ApiError::MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             ApiError::IdempotencyConflict => (StatusCode::CONFLICT, "idempotency_key_reused"),

@@ -14,7 +14,7 @@
 use super::orders::parse_id;
 use super::responses::StreamErrors;
 use super::{ApiError, AppState};
-use crate::domain::{OrderId, Status};
+use crate::domain::{Caller, OrderId, Status};
 use crate::store::{OrderView, Store};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -38,6 +38,7 @@ pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
     path = "/orders/{id}/events",
     tag = "orders",
     operation_id = "order_events",
+    security((), ("customer" = []), ("operator" = [])),
     params(
         ("id" = OrderId, Path, description = "The order's id, as `POST /orders` answered it."),
         ("Last-Event-ID" = Option<u32>, Header, description = "The `id` of the last event received: only later transitions are sent."),
@@ -49,6 +50,7 @@ pub(super) const HEARTBEAT: Duration = Duration::from_secs(15);
     )
 )]
 pub(super) async fn order_events(
+    caller: Caller,
     State(state): State<AppState>,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -56,7 +58,8 @@ pub(super) async fn order_events(
     let id = parse_id(&raw)?;
     let after = last_event_id(&headers)?;
     let permit = admit(&state)?;
-    let view = state.store.get_order(id).await?.ok_or_else(|| ApiError::NotFound(format!("order {id} not found")))?;
+    let view = state.store.get_order(id).await?.filter(|view| caller.may_see(&view.customer_id));
+    let view = view.ok_or_else(|| super::caller::not_found(id))?;
     let changes = state.live.watch(id, view.status);
     let follow = Follow {
         store: state.store.clone(),

@@ -9,13 +9,14 @@
 //! otherwise the stream starts with `event: reset`: reload (`GET /orders`),
 //! then follow. A stream that falls behind gets a `reset` too, never a
 //! blocked pipeline. Streams count against `--max-streams`, send a comment
-//! every 15 s, and end when the replica drains.
+//! every 15 s, and end when the replica drains. A customer's stream (`--auth
+//! jwt`) carries only that customer's orders; a `reset` goes to every stream.
 
 use super::events::HEARTBEAT;
 use super::responses::ListErrors;
 use super::{ApiError, AppState};
 use crate::changes::{Change, Item};
-use crate::domain::{Status, ValidationError};
+use crate::domain::{Caller, Status, ValidationError};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -49,6 +50,7 @@ pub(super) struct FeedParams {
     path = "/events",
     tag = "orders",
     operation_id = "events",
+    security((), ("customer" = []), ("operator" = [])),
     params(
         FeedParams,
         ("Last-Event-ID" = Option<String>, Header, description = "The `id` of the last event received: only later changes are sent, or `reset` when they are no longer kept."),
@@ -60,6 +62,7 @@ pub(super) struct FeedParams {
     )
 )]
 pub(super) async fn events(
+    caller: Caller,
     State(state): State<AppState>,
     params: Result<Query<FeedParams>, QueryRejection>,
     headers: HeaderMap,
@@ -89,7 +92,8 @@ pub(super) async fn events(
     if start.reset {
         pending.push_front(Item::Reset);
     }
-    let feed = Feed { only, pending, live: start.live, draining: state.draining.clone(), _permit: permit };
+    let customer = caller.customer().map(|c| c.as_str().to_owned());
+    let feed = Feed { only, customer, pending, live: start.live, draining: state.draining.clone(), _permit: permit };
     let stream = futures::stream::unfold(feed, |mut feed| async move {
         let event = feed.next().await?;
         Some((Ok::<_, std::convert::Infallible>(event), feed))
@@ -99,6 +103,8 @@ pub(super) async fn events(
 
 struct Feed {
     only: Option<Vec<Status>>,
+    /// Only this customer's orders (a customer's token opened the stream).
+    customer: Option<String>,
     pending: VecDeque<Item>,
     live: broadcast::Receiver<Item>,
     draining: CancellationToken,
@@ -129,6 +135,7 @@ impl Feed {
 
     fn wants(&self, change: &Arc<Change>) -> bool {
         self.only.as_ref().is_none_or(|only| only.contains(&change.status))
+            && self.customer.as_ref().is_none_or(|me| *me == change.customer_id)
     }
 }
 

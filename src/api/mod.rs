@@ -2,6 +2,7 @@
 
 mod admin;
 mod auth;
+mod caller;
 mod compat;
 mod connections;
 mod dashboard;
@@ -10,6 +11,7 @@ mod error;
 mod events;
 mod feed;
 mod health;
+mod jwt;
 mod lifecycle;
 mod metered;
 mod openapi;
@@ -24,6 +26,7 @@ mod trail;
 
 pub use auth::OperatorToken;
 pub use error::ApiError;
+pub use jwt::JwtKey;
 pub use server::ClientLimits;
 
 use crate::broker::Broker;
@@ -56,6 +59,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// The operator token's digest; without one the admin routes answer 403.
     pub operator: Option<OperatorToken>,
+    /// The key customers' tokens are verified with (`--auth jwt`); without
+    /// one the customer routes serve anyone (`caller.rs`).
+    pub tokens: Option<Arc<JwtKey>>,
     /// Dead letters a replay sends back per second.
     pub replay_rate: u32,
     /// Requests handled at once; more are refused with 503 at once.

@@ -33,7 +33,9 @@ use utoipa::OpenApi;
             `Idempotency-Key`. The guarantees behind these answers are in the README."
     ),
     tags(
-        (name = "orders", description = "Place, read and list orders."),
+        (name = "orders", description = "Place, read and list orders. When the server checks customers' \
+            tokens (`--auth jwt`), each route needs one, and a customer sees only their own orders: another's \
+            is `404`, as if it did not exist; the operator token sees every order."),
         (name = "compatible", description = "The routes older clients call; answered by the same pipeline."),
         (name = "operations", description = "Liveness, readiness and metrics."),
         (name = "admin", description = "Stock and dead letters, for operators: `Authorization: Bearer TOKEN` with \
@@ -48,20 +50,31 @@ use utoipa::OpenApi;
 )]
 pub(super) struct ApiDoc;
 
-/// The admin routes' access rule: a bearer token (`auth.rs`).
+/// The access rules: the operator's bearer token (`auth.rs`), on the admin
+/// routes and, seeing every order, on the customer routes; and customers'
+/// tokens (`caller.rs`), which the customer routes need only when the server
+/// checks them, so they also list no requirement at all.
 struct OperatorScheme;
 
 impl utoipa::Modify for OperatorScheme {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let scheme = HttpBuilder::new()
+        let operator = HttpBuilder::new()
             .scheme(HttpAuthScheme::Bearer)
             .description(Some("The server's `ORDERFLOW_OPERATOR_TOKEN`."))
             .build();
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme("operator", SecurityScheme::Http(scheme));
+        let customer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .bearer_format("JWT")
+            .description(Some(
+                "A customer's token, when the server runs with `--auth jwt`: signed with the algorithm its \
+                 `ORDERFLOW_JWT_KEY` fixes (HS256, RS256 or ES256), with `exp`, and `sub` naming the customer, \
+                 who then sees only their own orders.",
+            ))
+            .build();
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("operator", SecurityScheme::Http(operator));
+        components.add_security_scheme("customer", SecurityScheme::Http(customer));
     }
 }
 

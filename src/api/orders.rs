@@ -4,7 +4,8 @@ use super::responses::{Accepted as AcceptedResponse, ListErrors, PlaceErrors, Re
 use super::schema::{IdempotencyKeyHeader, OrderRequest};
 use super::{ApiError, AppState};
 use crate::domain::{
-    format_millis, CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError,
+    format_millis, Caller, CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status,
+    ValidationError,
 };
 use crate::store::{Keyed, OrderFilter, OrderView, PlaceOrder, Placed};
 use axum::body::Bytes;
@@ -96,28 +97,41 @@ fn line(sku: Option<String>, quantity: Option<i64>, at: &str) -> Result<LineItem
 }
 
 impl OrderBody {
-    fn into_order(self) -> Result<NewOrder, ValidationError> {
+    /// The order the body asks for, placed by `caller`: a customer's token
+    /// names the customer, so the body need not, and must not name another.
+    fn into_order(self, caller: &Caller) -> Result<NewOrder, ApiError> {
         // A `user_id` beside `customer_id` does not count, but must still be
         // valid: every field given is checked, as the description says.
         let user_id = self.user_id.map(CustomerId::parse).transpose()?;
-        let customer_id = match self.customer_id {
-            Some(c) => CustomerId::parse(c)?,
-            None => user_id.ok_or_else(|| missing("customer_id"))?,
+        let named = self.customer_id.map(CustomerId::parse).transpose()?.or(user_id);
+        let customer_id = match (named, caller.customer()) {
+            (Some(body), Some(token)) if &body != token => {
+                return Err(ApiError::CustomerMismatch {
+                    token: token.as_str().to_owned(),
+                    body: body.as_str().to_owned(),
+                })
+            }
+            (_, Some(token)) => token.clone(),
+            (Some(body), None) => body,
+            (None, None) => return Err(missing("customer_id").into()),
         };
         // A `quantity` beside `items` belongs to no line: refused, not ignored.
         if self.items.is_some() && (self.item.is_some() || self.quantity.is_some()) {
-            return Err(ValidationError::new("ambiguous_items", "give either items or item and quantity, not both"));
+            return Err(
+                ValidationError::new("ambiguous_items", "give either items or item and quantity, not both").into()
+            );
         }
         let items = match (self.items, self.item) {
             (Some(items), _) if items.is_empty() => {
-                return Err(ValidationError::new("empty_items", "items must hold at least one item"))
+                return Err(ValidationError::new("empty_items", "items must hold at least one item").into())
             }
             (Some(items), _) => {
                 if items.len() > crate::domain::MAX_ITEMS {
                     return Err(ValidationError::new(
                         "too_many_items",
                         format!("an order may have at most {} items, got {}", crate::domain::MAX_ITEMS, items.len()),
-                    ));
+                    )
+                    .into());
                 }
                 items
                     .into_iter()
@@ -126,9 +140,9 @@ impl OrderBody {
                     .collect::<Result<Vec<_>, _>>()?
             }
             (None, Some(sku)) => vec![line(Some(sku), self.quantity, "")?],
-            (None, None) => return Err(missing("items")),
+            (None, None) => return Err(missing("items").into()),
         };
-        NewOrder::new(customer_id, items)
+        Ok(NewOrder::new(customer_id, items)?)
     }
 }
 
@@ -165,9 +179,9 @@ fn stalled(e: &BytesRejection) -> bool {
     std::iter::successors(Some(e as &dyn std::error::Error), |e| e.source()).any(|e| e.is::<TimeoutError>())
 }
 
-fn parse_body(headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<NewOrder, ApiError> {
+fn parse_body(caller: &Caller, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Result<NewOrder, ApiError> {
     let parsed: OrderBody = read_json(headers, body)?;
-    Ok(parsed.into_order()?)
+    parsed.into_order(caller)
 }
 
 /// A JSON body read whole: a body too large, stalled or not JSON is a 4xx,
@@ -189,14 +203,25 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(
 }
 
 /// Stores the order and answers `202 Accepted` with where to follow it.
-pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrder) -> Result<Response, ApiError> {
+/// The idempotency key is the caller's own (`Caller::scope`).
+pub(super) async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    order: NewOrder,
+) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let idempotency = key.map(|key| Keyed { key, request_hash: request_hash(&order), ttl: state.retention.key_ttl });
+    let idempotency = key.map(|key| Keyed {
+        key: caller.scope(key),
+        request_hash: request_hash(&order),
+        ttl: state.retention.key_ttl,
+    });
+    let customer = order.customer_id.clone();
     let trace = super::trace_context::of(headers);
     let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency, trace }).await?;
     metrics::counter!(crate::telemetry::catalog::ORDERS_ACCEPTED).increment(u64::from(!placed.replayed));
     if !placed.replayed {
-        state.live.changes.placed(placed.id, placed.created_at);
+        state.live.changes.placed(placed.id, &customer, placed.created_at);
     }
     Ok(accepted(placed))
 }
@@ -251,17 +276,19 @@ fn accepted(placed: Placed) -> Response {
     path = "/orders",
     tag = "orders",
     operation_id = "place_order",
+    security((), ("customer" = []), ("operator" = [])),
     params(IdempotencyKeyHeader),
     request_body(content = OrderRequest, content_type = "application/json"),
     responses(AcceptedResponse, PlaceErrors)
 )]
 pub(super) async fn create(
+    caller: Caller,
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let order = parse_body(&headers, body)?;
-    accept(&state, &headers, order).await
+    let order = parse_body(&caller, &headers, body)?;
+    accept(&state, &caller, &headers, order).await
 }
 
 pub(super) fn parse_id(raw: &str) -> Result<OrderId, ApiError> {
@@ -274,14 +301,19 @@ pub(super) fn parse_id(raw: &str) -> Result<OrderId, ApiError> {
     path = "/orders/{id}",
     tag = "orders",
     operation_id = "get_order",
+    security((), ("customer" = []), ("operator" = [])),
     params(("id" = OrderId, Path, description = "The order's id, as `POST /orders` answered it.")),
     responses((status = 200, description = "The order.", body = OrderView), ReadErrors)
 )]
-pub(super) async fn get(State(state): State<AppState>, Path(raw): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn get(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
     let id = parse_id(&raw)?;
-    match super::read::order_json(&state, id).await? {
+    match super::read::order_json(&state, &caller, id).await? {
         Some(json) => Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response()),
-        None => Err(ApiError::NotFound(format!("order {id} not found"))),
+        None => Err(super::caller::not_found(id)),
     }
 }
 
@@ -319,10 +351,12 @@ pub(super) struct OrderList {
     path = "/orders",
     tag = "orders",
     operation_id = "list_orders",
+    security((), ("customer" = []), ("operator" = [])),
     params(ListParams),
     responses((status = 200, description = "A page of orders.", body = OrderList), ListErrors)
 )]
 pub(super) async fn list(
+    caller: Caller,
     State(state): State<AppState>,
     params: Result<Query<ListParams>, QueryRejection>,
 ) -> Result<Response, ApiError> {
@@ -349,7 +383,15 @@ pub(super) async fn list(
         .map(|c| c.parse::<OrderId>())
         .transpose()
         .map_err(|_| ApiError::BadRequest("invalid_cursor", "cursor is not one this API returned".into()))?;
-    let filter = OrderFilter { status, customer_id: p.customer_id.filter(|s| !s.is_empty()), before, limit };
+    let mut customer_id = p.customer_id.filter(|s| !s.is_empty());
+    if let Some(me) = caller.customer() {
+        // Another customer's orders are as good as none: an empty page.
+        if customer_id.as_deref().is_some_and(|asked| asked != me.as_str()) {
+            return Ok(Json(OrderList { orders: Vec::new(), next_cursor: None }).into_response());
+        }
+        customer_id = Some(me.as_str().to_owned());
+    }
+    let filter = OrderFilter { status, customer_id, before, limit };
     let page = state.store.list_orders(filter).await?;
     Ok(Json(OrderList { orders: page.orders, next_cursor: page.next }).into_response())
 }

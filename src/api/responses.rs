@@ -4,7 +4,9 @@
 //! Each marker type below lists, for the routes that name it in their
 //! `#[utoipa::path(responses(...))]`, every status they can answer besides
 //! their success, with the JSON error body (`ErrorBody`) and, on `503`, the
-//! `Retry-After` header every `503` carries (`error.rs`).
+//! `Retry-After` header every `503` carries (`error.rs`). The customer
+//! routes' `401` and `403` are about customers' tokens, the admin routes'
+//! about the operator token: each says its own.
 
 use std::collections::BTreeMap;
 use utoipa::openapi::content::ContentBuilder;
@@ -20,13 +22,17 @@ fn header(kind: Type, description: &str) -> utoipa::openapi::header::Header {
 }
 
 fn error(status: u16) -> (String, RefOr<Response>) {
-    let description = match status {
+    described(status, description(status))
+}
+
+fn description(status: u16) -> &'static str {
+    match status {
         400 => "A bad path parameter, query parameter, header or body encoding (`code` says which).",
         401 => "No `Authorization: Bearer TOKEN`, or not the operator token (`unauthorized`); nothing changed.",
         403 => {
             "The admin routes are off: the server was started without `ORDERFLOW_OPERATOR_TOKEN` (`admin_disabled`)."
         }
-        404 => "No such order (`not_found`).",
+        404 => "No such order, or one the token's customer may not see (`not_found`).",
         408 => "The body stopped arriving before it was complete (`request_timeout`).",
         409 => {
             "This `Idempotency-Key` was used with a different request (`idempotency_key_reused`); nothing was stored."
@@ -42,8 +48,7 @@ fn error(status: u16) -> (String, RefOr<Response>) {
              with the same `Idempotency-Key`."
         }
         _ => unreachable!("no description for {status}"),
-    };
-    described(status, description)
+    }
 }
 
 fn described(status: u16, description: &str) -> (String, RefOr<Response>) {
@@ -60,6 +65,19 @@ fn described(status: u16, description: &str) -> (String, RefOr<Response>) {
 
 fn errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
     statuses.iter().map(|s| error(*s)).collect()
+}
+
+/// A customer route's errors: those given, and the `401` of a token the
+/// server refused (only when it checks customers' tokens).
+fn customer_errors(statuses: &[u16]) -> BTreeMap<String, RefOr<Response>> {
+    let mut all = errors(statuses);
+    all.extend([described(
+        401,
+        "The server checks customers' tokens (`--auth jwt`) and this request has none (`missing_token`), an \
+         expired one (`token_expired`) or one that is not valid (`invalid_token`): a wrong signature or \
+         algorithm, no `exp` or `sub`. Nothing changed.",
+    )]);
+    all
 }
 
 fn follow(operation_id: &str, description: &str) -> Link {
@@ -101,7 +119,12 @@ pub(super) struct PlaceErrors;
 
 impl IntoResponses for PlaceErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 408, 409, 413, 415, 422, 500, 503])
+        let mut all = customer_errors(&[400, 408, 409, 413, 415, 422, 500, 503]);
+        all.extend([described(
+            403,
+            "The body names another customer than the token does (`customer_mismatch`); nothing was stored.",
+        )]);
+        all
     }
 }
 
@@ -110,7 +133,7 @@ pub(super) struct PlaceEmptyErrors;
 
 impl IntoResponses for PlaceEmptyErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 409, 500, 503])
+        customer_errors(&[400, 409, 500, 503])
     }
 }
 
@@ -119,7 +142,7 @@ pub(super) struct ReadErrors;
 
 impl IntoResponses for ReadErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 404, 500, 503])
+        customer_errors(&[400, 404, 500, 503])
     }
 }
 
@@ -128,7 +151,7 @@ pub(super) struct StreamErrors;
 
 impl IntoResponses for StreamErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 404, 500, 503])
+        customer_errors(&[400, 404, 500, 503])
     }
 }
 
@@ -137,7 +160,7 @@ pub(super) struct ListErrors;
 
 impl IntoResponses for ListErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        errors(&[400, 500, 503])
+        customer_errors(&[400, 500, 503])
     }
 }
 
@@ -173,7 +196,7 @@ pub(super) struct CancelErrors;
 
 impl IntoResponses for CancelErrors {
     fn responses() -> BTreeMap<String, RefOr<Response>> {
-        let mut responses = errors(&[400, 404, 500, 503]);
+        let mut responses = customer_errors(&[400, 404, 500, 503]);
         responses.extend([invalid_transition()]);
         responses
     }

@@ -158,7 +158,9 @@ impl PartialSchema for OrderRequest {
             .description(Some(
                 "An order, in the full form (`customer_id`, `items`) or the short form of older clients \
                  (`user_id`, `item`, `quantity`). Fields not named here are ignored; a field given as `null` \
-                 is refused.",
+                 is refused. With a customer's token (a server started with `--auth jwt`) the token names the \
+                 customer: the body may leave both names out, and one naming another customer is refused \
+                 (`403 customer_mismatch`).",
             ))
             .examples([
                 json!({ "customer_id": "c1", "items": [{ "sku": "burger", "quantity": 2 }] }),

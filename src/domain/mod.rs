@@ -7,6 +7,7 @@
 //! only forward, what cancelling and shipping do to an order and its stock)
 //! are decided here; the stores persist what was decided.
 
+mod access;
 mod event;
 mod lifecycle;
 mod order;
@@ -14,6 +15,7 @@ mod reservation;
 mod retention;
 mod trace;
 
+pub use access::Caller;
 pub use event::{
     Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RELEASED, ROUTE_INVENTORY_RESERVED,
     ROUTE_INVENTORY_SHIPPED, ROUTE_ORDER_CANCELLED, ROUTE_ORDER_PLACED, ROUTE_ORDER_SHIPPED,

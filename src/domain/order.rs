@@ -208,6 +208,14 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The key in `customer`'s own space: the customer's id, then a unit
+    /// separator, then the key. Neither a customer id (no control
+    /// characters) nor a key (visible ASCII only) can hold the separator, so
+    /// no two (customer, key) pairs, and no unscoped key, give the same text.
+    pub(super) fn scoped_to(self, customer: &CustomerId) -> Self {
+        Self(format!("{}\u{1f}{}", customer.as_str(), self.0))
+    }
 }
 
 /// One line of an order.

@@ -40,6 +40,7 @@ impl Pipeline {
             metrics: None,
             max_in_flight: 1024,
             operator: None,
+            tokens: None,
             replay_rate: 100,
             draining: CancellationToken::new(),
             clients: api::ClientLimits {

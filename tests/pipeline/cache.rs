@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` for the cache, in the environment's directory.
-fn cache_server(env: &Env) -> Option<RedisServer> {
+pub fn cache_server(env: &Env) -> Option<RedisServer> {
     let dir = env.dir.path().join("cache");
     std::fs::create_dir_all(&dir).expect("cache dir");
     match RedisServer::start(dir, &["--appendonly", "no"]) {

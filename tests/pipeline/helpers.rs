@@ -527,7 +527,7 @@ impl Client {
         self.stream(request, "every order").await
     }
 
-    async fn stream(&self, request: reqwest::RequestBuilder, what: &str) -> EventStream {
+    pub async fn stream(&self, request: reqwest::RequestBuilder, what: &str) -> EventStream {
         let response = request.send().await.expect("GET events");
         assert_eq!(response.status(), 200, "opening the stream of {what}");
         assert_eq!(response.headers()["content-type"], "text/event-stream");

@@ -9,7 +9,7 @@
 //! with other settings, workers that come and go).
 //! `cache` the Redis cache of orders. `events` follows orders live over
 //! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
-//! operator routes.
+//! operator routes; `auth` customers' tokens (`--auth jwt`).
 //! `retention` what is pruned and what an old dead letter may do.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `metrics` reads `/metrics` from every process of a deployment.
@@ -18,6 +18,7 @@
 //! headers, logs and exported spans.
 
 mod admin;
+mod auth;
 mod cache;
 mod contract;
 mod drain;

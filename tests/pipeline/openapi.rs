@@ -47,19 +47,36 @@ async fn every_route_is_described_with_its_answers() {
         assert!(op.is_object(), "{method} {path} is not described");
         op["responses"].as_object().expect("responses").keys().cloned().collect()
     };
-    let placing = ["202", "400", "408", "409", "413", "415", "422", "500", "503"];
+    let placing = ["202", "400", "401", "403", "408", "409", "413", "415", "422", "500", "503"];
     assert_eq!(statuses("/orders", "post"), placing);
     assert_eq!(statuses("/order", "post"), placing);
-    assert_eq!(statuses("/order/place", "post"), ["202", "400", "409", "500", "503"]);
-    assert_eq!(statuses("/orders/{id}", "get"), ["200", "400", "404", "500", "503"]);
-    assert_eq!(statuses("/order/get/{id}", "get"), ["200", "400", "404", "500", "503"]);
-    assert_eq!(statuses("/orders/{id}/events", "get"), ["200", "400", "404", "500", "503"]);
-    assert_eq!(statuses("/orders/{id}/trail", "get"), ["200", "400", "404", "500", "503"]);
-    assert_eq!(statuses("/orders/{id}/cancel", "post"), ["200", "400", "404", "409", "500", "503"]);
+    assert_eq!(statuses("/order/place", "post"), ["202", "400", "401", "409", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}", "get"), ["200", "400", "401", "404", "500", "503"]);
+    assert_eq!(statuses("/order/get/{id}", "get"), ["200", "400", "401", "404", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}/events", "get"), ["200", "400", "401", "404", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}/trail", "get"), ["200", "400", "401", "404", "500", "503"]);
+    assert_eq!(statuses("/orders/{id}/cancel", "post"), ["200", "400", "401", "404", "409", "500", "503"]);
     let stream = &spec["paths"]["/orders/{id}/events"]["get"]["responses"]["200"]["content"];
     assert!(stream["text/event-stream"].is_object(), "the stream's type: {stream}");
-    assert_eq!(statuses("/orders", "get"), ["200", "400", "500", "503"]);
-    assert_eq!(statuses("/events", "get"), ["200", "400", "500", "503"]);
+    assert_eq!(statuses("/orders", "get"), ["200", "400", "401", "500", "503"]);
+    assert_eq!(statuses("/events", "get"), ["200", "400", "401", "500", "503"]);
+    // The customer routes: a customer's token, the operator's, or none
+    // (when the server checks no tokens).
+    let customer = serde_json::json!([{}, {"customer": []}, {"operator": []}]);
+    for (path, method) in [
+        ("/orders", "post"),
+        ("/orders", "get"),
+        ("/orders/{id}", "get"),
+        ("/orders/{id}/trail", "get"),
+        ("/orders/{id}/events", "get"),
+        ("/events", "get"),
+        ("/order", "post"),
+        ("/order/place", "post"),
+        ("/order/get/{id}", "get"),
+    ] {
+        assert_eq!(spec["paths"][path][method]["security"], customer, "{method} {path}");
+    }
+    assert_eq!(spec["components"]["securitySchemes"]["customer"]["bearerFormat"], "JWT");
     assert!(spec["paths"]["/events"]["get"]["responses"]["200"]["content"]["text/event-stream"].is_object());
     let admin_read = ["200", "400", "401", "403", "500", "503"];
     let admin_write = ["200", "400", "401", "403", "408", "413", "415", "422", "500", "503"];
@@ -153,9 +170,9 @@ async fn the_dashboard_loads_from_this_server_alone() {
     assert_eq!(status, 200);
     let policy = headers["content-security-policy"].to_str().unwrap();
     assert!(policy.starts_with("default-src 'self';") && !policy.contains("unsafe"), "{policy}");
-    // In-page links (`#/…`) aside, the script and the stylesheet.
+    // In-page links (`#/…`) aside, the two scripts and the stylesheet.
     let links: Vec<String> = links(&page).into_iter().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(links.len(), 2, "{links:?}");
+    assert_eq!(links.len(), 3, "{links:?}");
     for link in &links {
         assert!(link.starts_with("/dashboard/"), "{link} is not on this server");
         let (status, _, body) = text(&server, link).await;

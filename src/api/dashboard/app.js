@@ -1,6 +1,9 @@
 // The dashboard: plain DOM, no library. Reads /metrics, /orders and the
-// live /events stream; the operator's parts (/admin/…) appear once a token
-// is entered (kept in sessionStorage, sent as Authorization: Bearer).
+// live /events stream. A token entered in the page (kept in sessionStorage)
+// is sent as Authorization: Bearer on every call: the operator's shows the
+// operator's parts (/admin/…); a customer's (a JWT, for a server started
+// with --auth jwt) shows that customer's orders only. With a token the live
+// stream is read with fetch() (sse.js), since EventSource cannot send one.
 "use strict";
 const $ = (id) => document.getElementById(id);
 const STATUSES = ["placed", "reserved", "completed", "rejected", "cancelled", "shipped"];
@@ -17,17 +20,30 @@ function el(tag, attrs, ...children) {
   return node;
 }
 const token = () => sessionStorage.getItem("orderflow-token") || "";
+const authorization = () => (token() ? { Authorization: "Bearer " + token() } : {});
+// The customer a JWT names (its `sub`, read unverified: the server verifies
+// it); null for the operator token or none.
+function customer() {
+  const parts = token().split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const bytes = Uint8Array.from(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));
+    const sub = JSON.parse(new TextDecoder().decode(bytes)).sub;
+    return typeof sub === "string" ? sub : null;
+  } catch { return null; }
+}
+const NEEDS_TOKEN = "this server checks tokens: enter a customer's token or the operator token above";
 function fail(message) {
   $("error").textContent = message; $("error").hidden = false;
   setTimeout(() => { $("error").hidden = true; }, 5000);
 }
 async function api(path, options = {}) {
-  const headers = Object.assign({}, options.headers || {});
+  const headers = Object.assign({}, options.headers || {}, authorization());
   if (options.body) headers["Content-Type"] = "application/json";
-  if (path.startsWith("/admin/")) headers.Authorization = "Bearer " + token();
   const response = await fetch(path, Object.assign({}, options, { headers }));
   const text = await response.text();
   const body = text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text;
+  if (response.status === 401 && !token()) throw new Error(NEEDS_TOKEN);
   if (!response.ok) throw new Error(body?.error?.message || response.status + " " + response.statusText);
   return body;
 }
@@ -90,40 +106,67 @@ async function loadOrders() {
   renderOrders();
 }
 const RANK = { placed: 0, reserved: 1, completed: 2, rejected: 1, cancelled: 3, shipped: 3 };
+let unfollow = () => {};
+// The live stream: EventSource without a token, as it always was; with one,
+// sse.js, which sends it.
 function follow() {
+  unfollow();
+  const on = {
+    open: () => { $("live").textContent = "live"; $("live").className = "badge on"; },
+    error: (err) => {
+      const refused = err && (err.status === 401 || err.status === 403);
+      $("live").textContent = refused ? "token refused" : "reconnecting…"; $("live").className = "badge";
+      if (refused) fail(token() ? err.message : NEEDS_TOKEN);
+    },
+    status: onChange,
+    reset: () => { orders.clear(); loadOrders().catch((e) => fail(e.message)); },
+  };
+  if (token()) { unfollow = openStream("/events", authorization, on); return; }
   const source = new EventSource("/events");
-  source.onopen = () => { $("live").textContent = "live"; $("live").className = "badge on"; };
-  source.onerror = () => { $("live").textContent = "reconnecting…"; $("live").className = "badge"; };
-  source.addEventListener("status", (e) => {
-    const change = JSON.parse(e.data);
-    const known = orders.get(change.order_id);
-    if (known && RANK[known.status] >= RANK[change.status]) return;
-    orders.set(change.order_id, Object.assign({}, known, { order_id: change.order_id, status: change.status, updated_at: change.at }));
-    renderOrders();
-    // A change names the order only: its customer comes from one read.
-    if (!known) api("/orders/" + change.order_id).then((o) => {
-      const now = orders.get(o.order_id);
-      if (now) { now.customer_id = o.customer_id; renderOrders(); }
-    }).catch(() => {});
-    if (location.hash === "#/orders/" + change.order_id) showOrder(change.order_id);
-  });
-  source.addEventListener("reset", () => { orders.clear(); loadOrders().catch((e) => fail(e.message)); });
+  source.onopen = on.open;
+  source.onerror = () => on.error(null);
+  source.addEventListener("status", on.status);
+  source.addEventListener("reset", on.reset);
+  unfollow = () => source.close();
+}
+function onChange(e) {
+  const change = JSON.parse(e.data);
+  const known = orders.get(change.order_id);
+  if (known && RANK[known.status] >= RANK[change.status]) return;
+  orders.set(change.order_id, Object.assign({}, known, { order_id: change.order_id, status: change.status, updated_at: change.at }));
+  renderOrders();
+  // A change names the order only: its customer comes from one read.
+  if (!known) api("/orders/" + change.order_id).then((o) => {
+    const now = orders.get(o.order_id);
+    if (now) { now.customer_id = o.customer_id; renderOrders(); }
+  }).catch(() => {});
+  if (location.hash === "#/orders/" + change.order_id) showOrder(change.order_id);
 }
 
 $("order-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = e.target.elements;
   try {
-    const body = JSON.stringify({ customer_id: f.customer.value, items: [{ sku: f.sku.value, quantity: Number(f.quantity.value) }] });
+    // A customer's token names the customer; the body then leaves it out.
+    const order = { items: [{ sku: f.sku.value, quantity: Number(f.quantity.value) }] };
+    if (!customer()) order.customer_id = f.customer.value;
+    const body = JSON.stringify(order);
     const accepted = await api("/orders", { method: "POST", body });
     $("order-result").replaceChildren("accepted ", orderLink(accepted.order_id));
     $("order-result").dataset.order = accepted.order_id;
   } catch (err) { fail(err.message); }
 });
 
-// The operator's parts.
+// Who the token says the user is; the operator's parts need the operator token.
+function showWho() {
+  const me = customer();
+  $("who").textContent = me ? "customer " + me : token() ? "operator" : "";
+  const field = $("order-form").elements.customer;
+  field.disabled = !!me;
+  if (me) field.value = me;
+}
 async function refreshOperator() {
-  const on = !!token();
+  const on = !!token() && !customer();
   document.querySelectorAll(".operator").forEach((n) => { n.hidden = !on; });
   if (!on) return;
   try {
@@ -164,13 +207,23 @@ $("stock-form").addEventListener("submit", async (e) => {
     refreshOperator();
   } catch (err) { fail(err.message); }
 });
+// A new token may see other orders: everything is read again with it.
+function tokenChanged() {
+  showWho();
+  refreshOperator();
+  orders.clear();
+  renderOrders();
+  follow();
+  loadOrders().catch((e) => fail(e.message));
+  route();
+}
 $("token-form").addEventListener("submit", (e) => {
   e.preventDefault();
   sessionStorage.setItem("orderflow-token", $("token").value.trim());
   $("token").value = "";
-  refreshOperator();
+  tokenChanged();
 });
-$("forget").addEventListener("click", () => { sessionStorage.removeItem("orderflow-token"); refreshOperator(); });
+$("forget").addEventListener("click", () => { sessionStorage.removeItem("orderflow-token"); tokenChanged(); });
 
 // An order's page (#/orders/ID): its timeline and what is known about it.
 async function showOrder(id) {
@@ -193,7 +246,7 @@ async function showOrder(id) {
     $("order-waiting").replaceChildren(...(trail.waiting.length ? trail.waiting.map((m) =>
       el("tr", {}, el("td", {}, String(m.id)), el("td", {}, m.queue), el("td", {}, String(m.attempts)),
         el("td", { class: "wrap" }, m.last_error || ""))) : none()));
-    if (token()) {
+    if (token() && !customer()) {
       const letters = (await api("/admin/dead-letters?limit=1000")).dead_letters.filter((l) => orderOf(l) === id);
       $("order-letters").replaceChildren(...(letters.length ? letters.map(letterRow) : [el("tr", {}, el("td", {}, "none"))]));
     }
@@ -217,6 +270,7 @@ function route() {
 }
 window.addEventListener("hashchange", route);
 
+showWho();
 route();
 follow();
 loadOrders().catch((e) => fail(e.message));
