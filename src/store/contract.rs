@@ -542,12 +542,15 @@ pub async fn expired_keys_are_unknown_before_they_are_pruned(db: &impl Fixture) 
     assert!(!other.replayed && other.id != later.id, "an expired key conflicts with nothing: {other:?}");
 
     // Processes racing to take over one expired key: one order between them.
-    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    // A longer time to live here, so the winner's key cannot expire again
+    // while the others are still on their way on a busy machine.
+    let race = Duration::from_secs(3);
+    tokio::time::sleep(race + Duration::from_millis(100)).await;
     let another = db.another().await;
     let mut set = JoinSet::new();
     for i in 0..10 {
         let store = if i % 2 == 0 { store.clone() } else { another.clone() };
-        set.spawn(async move { store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap() });
+        set.spawn(async move { store.place_order(keyed("c1", "k1", "h1", race)).await.unwrap() });
     }
     let placed: Vec<Placed> = set.join_all().await;
     assert!(placed.iter().all(|p| p.id == placed[0].id), "{placed:?}");
