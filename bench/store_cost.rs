@@ -56,7 +56,9 @@ async fn main() -> anyhow::Result<()> {
 /// Takes everything queued, as the two consumers would.
 async fn consume(store: &SqliteStore) -> anyhow::Result<()> {
     let policy = RetryPolicy::default();
-    for (queue, effect) in [(QUEUE_ORDER_EVENTS, Effect::Reserve), (QUEUE_INVENTORY_EVENTS, Effect::Notify)] {
+    for (queue, effect) in
+        [(QUEUE_ORDER_EVENTS, Effect::Reserve), (QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false })]
+    {
         while store.consume("store-cost", queue, effect, 256, policy).await?.taken > 0 {}
     }
     Ok(())

@@ -136,6 +136,8 @@ async fn connect_patiently(
 /// Runs `roles` until asked to stop.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
     let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
+    // Checked before anything starts: a URL without a usable secret stops here.
+    let webhooks = crate::webhooks::Settings::from_args(args)?.filter(|_| roles.notifier);
     let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
@@ -186,7 +188,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         println!("listening on {addr}");
         tasks.spawn(api::serve(listener, state, stop.clone()));
     }
-    let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache };
+    let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache, webhooks: webhooks.is_some() };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, stop.clone()));
     }
@@ -194,6 +196,9 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         if wanted {
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), stop.clone()));
         }
+    }
+    if let Some(webhooks) = webhooks {
+        tasks.spawn(crate::webhooks::run(store.clone(), webhooks, stop.clone()));
     }
     // Run until asked to stop, or until a role ends on its own: a process
     // that lost its API or a worker must not look alive, so the others stop

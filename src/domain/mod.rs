@@ -9,6 +9,7 @@
 mod event;
 mod order;
 mod reservation;
+mod webhook;
 
 pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 pub use order::{
@@ -16,6 +17,7 @@ pub use order::{
     MAX_IDEMPOTENCY_KEY_LEN, MAX_ITEMS, MAX_QUANTITY, MAX_SKU_LEN,
 };
 pub use reservation::{Rejection, Reservation, StockLeft};
+pub use webhook::webhook_body;
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
 pub fn now_millis() -> i64 {

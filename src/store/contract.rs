@@ -55,7 +55,9 @@ macro_rules! suite {
             relays_publish_each_outbox_row_once,
             statuses_are_read_together_and_their_moves_signalled,
             moved_orders_are_named_and_read_together,
-            an_orders_trail_shows_its_waiting_messages_and_notifications
+            an_orders_trail_shows_its_waiting_messages_and_notifications,
+            webhook_deliveries_are_queued_with_notifications_and_settled,
+            competing_claims_split_deliveries_and_an_ended_lease_frees_them
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -69,6 +71,11 @@ macro_rules! suite {
     };
 }
 pub(crate) use suite;
+
+pub use super::contract_webhooks::{
+    competing_claims_split_deliveries_and_an_ended_lease_frees_them,
+    webhook_deliveries_are_queued_with_notifications_and_settled,
+};
 
 pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &str)>) -> PlaceOrder {
     let items = items
@@ -231,8 +238,8 @@ pub async fn competing_consumers_reserve_stock_exactly_once(db: &impl Fixture) {
 
     // The notifiers, competing too, complete the reserved orders.
     let (a, b) = tokio::join!(
-        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 16),
-        drain(&*other, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 16),
+        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 16),
+        drain(&*other, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 16),
     );
     assert_eq!(a + b, 300);
     let stats = store.stats().await.unwrap();
@@ -483,7 +490,7 @@ pub async fn an_orders_trail_shows_its_waiting_messages_and_notifications(db: &i
     drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
     let trail = store.order_trail(id).await.unwrap();
     assert_eq!(trail.waiting.iter().map(|m| m.queue.as_str()).collect::<Vec<_>>(), [QUEUE_INVENTORY_EVENTS]);
-    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 10).await;
     let trail = store.order_trail(id).await.unwrap();
     assert!(trail.waiting.is_empty(), "{trail:?}");
     assert_eq!(trail.notifications.len(), 1, "{trail:?}");

@@ -12,11 +12,15 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+mod contract_webhooks;
 mod postgres;
 mod sqlite;
+mod webhooks;
 
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
+pub use webhooks::{WebhookDeadLetter, WebhookDelivery, WebhookOutcome, WebhookStore};
 
 use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
 use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
@@ -192,8 +196,9 @@ pub enum Handled {
 pub enum Effect {
     /// `Store::reserve`: the inventory service.
     Reserve,
-    /// `Store::notify`: the notifier.
-    Notify,
+    /// `Store::notify`: the notifier; with `webhooks`, each notification
+    /// also queues a webhook delivery (`WebhookStore`).
+    Notify { webhooks: bool },
 }
 
 /// What one `QueueStore::consume` call did.
@@ -234,8 +239,10 @@ pub trait Store: Send + Sync + 'static {
     /// Reserves stock for each `OrderPlaced` event, all-or-nothing per order,
     /// recording the event id in `consumer`'s inbox with the effect.
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
-    /// Records a notification for each inventory outcome and completes reserved orders.
-    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
+    /// Records a notification for each inventory outcome and completes
+    /// reserved orders; with `webhooks`, queues a webhook delivery for each
+    /// notification in the same transaction.
+    async fn notify(&self, consumer: &str, events: Vec<Event>, webhooks: bool) -> Result<Vec<Handled>, StoreError>;
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError>;
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError>;
     async fn stats(&self) -> Result<PipelineStats, StoreError>;
@@ -333,9 +340,10 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError>;
 }
 
-/// A store that is also a queue: what the embedded mode runs on.
-pub trait Database: Store + QueueStore {}
-impl<T: Store + QueueStore> Database for T {}
+/// A store that is also a queue (of events, and of webhook deliveries):
+/// what the embedded mode runs on.
+pub trait Database: Store + QueueStore + WebhookStore {}
+impl<T: Store + QueueStore + WebhookStore> Database for T {}
 
 /// Why `open` failed. The caller retries only what may work later.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,8 @@
 //! operator routes.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
-//! not do to the server.
+//! not do to the server. `webhooks` delivers notifications to a receiver
+//! that fails, and goes away.
 
 mod admin;
 mod cache;
@@ -27,3 +28,4 @@ mod redis;
 mod redis_upkeep;
 mod slow_clients;
 mod validation;
+mod webhooks;

@@ -192,7 +192,12 @@ async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<(), StoreErro
     Ok(())
 }
 
-pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
+pub(super) async fn notify(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    events: &[Event],
+    webhooks: bool,
+) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut statuses = read_orders(tx, events).await?;
 
@@ -224,6 +229,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
 
     let mut outcomes = Vec::with_capacity(events.len());
     let mut completed = Vec::new();
+    let mut notified = Vec::new();
     for event in events {
         let id = event.order_id.as_uuid();
         let Some(status) = statuses.get(&id).copied() else {
@@ -242,6 +248,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             statuses.insert(id, Status::Completed);
             completed.push(id);
         }
+        notified.push((event, statuses[&id]));
         outcomes.push(Handled::Done);
     }
     if !completed.is_empty() {
@@ -253,6 +260,9 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             .await
             .map_err(db_err)?;
         moved_all(tx.execute(&stmt, &[&completed, &now]).await.map_err(db_err)?, completed.len())?;
+    }
+    if webhooks {
+        super::webhooks::enqueue(tx, &notified, now).await?;
     }
     Ok(outcomes)
 }

@@ -81,8 +81,14 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
 }
 
 /// Records a notification for each inventory outcome and completes reserved
-/// orders. The notifications table, keyed by event id, is the inbox.
-pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
+/// orders; with `webhooks`, queues a webhook delivery for each notification.
+/// The notifications table, keyed by event id, is the inbox.
+pub(super) fn notify(
+    conn: &Writer<'_>,
+    consumer: &str,
+    events: &[Event],
+    webhooks: bool,
+) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
@@ -103,12 +109,16 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
         }
         let completed = event.event_type == EventType::InventoryReserved
             && transition(conn, event.order_id, Status::Reserved, Status::Completed, None, now)?;
-        if !completed && status_of(conn, event.order_id)?.is_none() {
+        let status = if completed { Some(Status::Completed) } else { status_of(conn, event.order_id)? };
+        let Some(status) = status else {
             conn.prepare_cached("DELETE FROM notifications WHERE event_id = ?1")
                 .and_then(|mut s| s.execute([&event_id]))
                 .map_err(db_err)?;
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
+        };
+        if webhooks {
+            super::webhooks::enqueue(conn, event, status, now)?;
         }
         outcomes.push(Handled::Done);
     }

@@ -21,6 +21,7 @@ mod queue;
 mod recent;
 mod statements;
 mod traits;
+mod webhooks;
 mod writer;
 
 pub use connection::SqliteOptions;
