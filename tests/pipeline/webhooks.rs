@@ -304,7 +304,8 @@ async fn webhooks_arrive_signed_at_least_once(mode: Mode) {
     for letter in &dead {
         assert!(refused.contains(letter["body"]["data"]["order_id"].as_str().unwrap()), "{letter}");
         assert_eq!(letter["error"], "HTTP 400 Bad Request");
-        assert_eq!(letter["attempts"], 1);
+        // Attempts while the receiver was down count too.
+        assert!(letter["attempts"].as_i64().unwrap() >= 1, "{letter}");
     }
     // The body a receiver reads.
     let confirmed = seen.iter().find(|s| s.answered == 200 && s.body.contains("order.confirmed")).unwrap();
