@@ -152,36 +152,44 @@ async fn deliver(
     settings: Arc<Settings>,
     delivery: WebhookDelivery,
 ) {
-    let outcome = match delivery::attempt(&client, &settings.url, &settings.secret, &delivery).await {
-        Attempt::Delivered => {
-            tracing::debug!(webhook_id = %delivery.id, "webhook delivered");
-            count("delivered");
-            WebhookOutcome::Delivered
+    let attempt = delivery::attempt(&client, &settings.url, &settings.secret, &delivery).await;
+    let (outcome, counted) = decide(&settings, &delivery, attempt, now_millis());
+    count(counted);
+    match &outcome {
+        WebhookOutcome::Delivered => tracing::debug!(webhook_id = %delivery.id, "webhook delivered"),
+        WebhookOutcome::Retry { error, .. } => {
+            tracing::info!(webhook_id = %delivery.id, %error, "webhook failed; retrying")
         }
-        Attempt::Final(error) => {
-            tracing::warn!(webhook_id = %delivery.id, %error, "webhook refused; dead-lettered");
-            count("failed");
-            WebhookOutcome::Dead { error }
-        }
-        Attempt::Retryable(error) => {
-            let now = now_millis();
-            let age = Duration::from_millis((now - delivery.created_at).max(0) as u64);
-            if age >= settings.max_age {
-                tracing::warn!(webhook_id = %delivery.id, %error, ?age, "webhook failed past its max age; dead-lettered");
-                count("dead");
-                WebhookOutcome::Dead { error: format!("{error} (retried for {})", humantime::format_duration(age)) }
-            } else {
-                let pause = delivery::backoff(settings.retry_base, delivery.attempts + 1);
-                tracing::info!(webhook_id = %delivery.id, %error, ?pause, "webhook failed; retrying");
-                count("retried");
-                WebhookOutcome::Retry { at: now + pause.as_millis() as i64, error }
-            }
-        }
-    };
+        WebhookOutcome::Dead { error } => tracing::warn!(webhook_id = %delivery.id, %error, "webhook dead-lettered"),
+    }
     // Unsettled, the delivery is claimed again when its lease ends: a
     // delivered one is then sent twice, which at least once allows.
     if let Err(e) = store.settle_webhook(&delivery.id, outcome).await {
         tracing::warn!(webhook_id = %delivery.id, error = %e, "cannot settle a webhook delivery; it will be retried");
+    }
+}
+
+/// What an attempt at `now` (ms) makes of the delivery, and the outcome
+/// it is counted under: a retryable failure is retried after a backoff
+/// until the delivery is `max_age` old, then dead-lettered.
+fn decide(
+    settings: &Settings,
+    delivery: &WebhookDelivery,
+    attempt: Attempt,
+    now: i64,
+) -> (WebhookOutcome, &'static str) {
+    match attempt {
+        Attempt::Delivered => (WebhookOutcome::Delivered, "delivered"),
+        Attempt::Final(error) => (WebhookOutcome::Dead { error }, "failed"),
+        Attempt::Retryable(error) => {
+            let age = Duration::from_millis((now - delivery.created_at).max(0) as u64);
+            if age >= settings.max_age {
+                let error = format!("{error} (retried for {})", humantime::format_duration(age));
+                return (WebhookOutcome::Dead { error }, "dead");
+            }
+            let pause = delivery::backoff(settings.retry_base, delivery.attempts + 1);
+            (WebhookOutcome::Retry { at: now + pause.as_millis() as i64, error }, "retried")
+        }
     }
 }
 
@@ -204,6 +212,38 @@ mod tests {
     }
 
     const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+    #[test]
+    fn failures_are_retried_with_backoff_until_the_max_age() {
+        let settings = Settings::new(&args(&["--webhook-url", "http://h/x", "--webhook-max-age", "1h"]), Some(SECRET))
+            .unwrap()
+            .unwrap();
+        let now = 10_000_000;
+        let delivery = |age_ms: i64, attempts| WebhookDelivery {
+            id: "e1".into(),
+            body: "{}".into(),
+            attempts,
+            created_at: now - age_ms,
+        };
+        let young = delivery(1_000, 2);
+        let decided = |d: &WebhookDelivery, a: Attempt| decide(&settings, d, a, now);
+        assert_eq!(decided(&young, Attempt::Delivered), (WebhookOutcome::Delivered, "delivered"));
+        let refused = decided(&young, Attempt::Final("HTTP 400 Bad Request".into()));
+        assert_eq!(refused, (WebhookOutcome::Dead { error: "HTTP 400 Bad Request".into() }, "failed"));
+        // Third failure: 4 × the 1 s base, less up to half.
+        match decided(&young, Attempt::Retryable("HTTP 503".into())) {
+            (WebhookOutcome::Retry { at, error }, "retried") => {
+                assert!((now + 2_000..=now + 4_000).contains(&at), "{at}");
+                assert_eq!(error, "HTTP 503");
+            }
+            other => panic!("{other:?}"),
+        }
+        let old = delivery(3_600_000, 40);
+        match decided(&old, Attempt::Retryable("timed out".into())) {
+            (WebhookOutcome::Dead { error }, "dead") => assert_eq!(error, "timed out (retried for 1h)"),
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn a_url_needs_a_valid_secret() {
