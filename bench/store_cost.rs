@@ -5,7 +5,9 @@
 //!
 //! Run it under `valgrind --tool=callgrind --separate-threads=yes` for an
 //! instruction count that does not drift with the machine (bench/README.md).
-//! Usage: store-cost [ORDERS]   (default 20000)
+//! Usage: store-cost [ORDERS] [--webhooks]   (default 20000; `--webhooks`:
+//! the notifier also queues a webhook delivery per notification, as with
+//! `--webhook-url`; nothing is sent)
 
 use orderflow::domain::{CustomerId, LineItem, NewOrder, OrderId, Quantity, Sku};
 use orderflow::messaging::{RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
@@ -16,6 +18,7 @@ const ROUND: usize = 64;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let orders: usize = std::env::args().nth(1).map(|n| n.parse()).transpose()?.unwrap_or(20_000);
+    let webhooks = std::env::args().any(|a| a == "--webhooks");
     let dir = tempfile::tempdir()?;
     let store = std::sync::Arc::new(SqliteStore::open(&dir.path().join("cost.db").to_string_lossy()).await?);
     for i in 1..=8 {
@@ -41,7 +44,7 @@ async fn main() -> anyhow::Result<()> {
         for task in round {
             task.await??;
         }
-        consume(&store).await?;
+        consume(&store, webhooks).await?;
     }
     let elapsed = started.elapsed();
     let cpu = writer_cpu() - before;
@@ -54,9 +57,11 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Takes everything queued, as the two consumers would.
-async fn consume(store: &SqliteStore) -> anyhow::Result<()> {
+async fn consume(store: &SqliteStore, webhooks: bool) -> anyhow::Result<()> {
     let policy = RetryPolicy::default();
-    for (queue, effect) in [(QUEUE_ORDER_EVENTS, Effect::Reserve), (QUEUE_INVENTORY_EVENTS, Effect::Notify)] {
+    for (queue, effect) in
+        [(QUEUE_ORDER_EVENTS, Effect::Reserve), (QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks })]
+    {
         while store.consume("store-cost", queue, effect, 256, policy).await?.taken > 0 {}
     }
     Ok(())

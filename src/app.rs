@@ -166,6 +166,8 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         (true, AuthMode::Jwt) => Some(Arc::new(api::JwtKey::from_env()?)),
         _ => None,
     };
+    // Checked before anything starts: a URL without a usable secret stops here.
+    let webhooks = crate::webhooks::Settings::from_args(args)?.filter(|_| roles.notifier);
     let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
@@ -213,7 +215,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         };
         tasks.spawn(api::serve(listener, state, stop.clone()));
     }
-    let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache };
+    let settings = WorkerSettings { batch_size: args.batch_size as usize, retry, cache, webhooks: webhooks.is_some() };
     if roles.relay && !args.without_relay && broker.publisher().is_some() {
         tasks.spawn(services::run_relay(store.clone(), broker.clone(), settings.batch_size, stop.clone()));
     }
@@ -225,6 +227,9 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     let pruned = pruned_by(roles, common);
     if !pruned.is_empty() {
         tasks.spawn(services::pruner::run(store.clone(), pruned, args.prune_interval, stop.clone()));
+    }
+    if let Some(webhooks) = webhooks {
+        tasks.spawn(crate::webhooks::run(store.clone(), webhooks, stop.clone()));
     }
     // Run until asked to stop, or until a role ends on its own: a process
     // that lost its API or a worker must not look alive, so the others stop

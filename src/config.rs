@@ -130,6 +130,9 @@ pub enum Command {
     /// Inspect or replay dead-lettered messages.
     #[command(subcommand)]
     Dlq(DlqCommand),
+    /// Inspect or replay webhooks that were given up on.
+    #[command(subcommand)]
+    Webhooks(WebhookCommand),
 }
 
 impl Command {
@@ -145,6 +148,7 @@ impl Command {
             Command::Migrate => "migrate",
             Command::Stock(_) => "stock",
             Command::Dlq(_) => "dlq",
+            Command::Webhooks(_) => "webhooks",
         }
     }
 }
@@ -217,6 +221,27 @@ pub struct ServeArgs {
     /// sees only their own orders). For `api` and `run`.
     #[arg(long, env = "ORDERFLOW_AUTH", value_enum, default_value_t = AuthMode::None)]
     pub auth: AuthMode,
+    /// Where the notifier POSTs every notification as a Standard Webhook
+    /// (`http://…` or `https://…`; `notifier` and `run`). Needs
+    /// `ORDERFLOW_WEBHOOK_SECRET` (`whsec_<base64>`), which is read from the
+    /// environment only (docs/operations.md#webhooks). Unset: no webhooks.
+    #[arg(long, env = "ORDERFLOW_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+    /// Milliseconds one webhook request may take, answer included; slower
+    /// counts as a failed attempt, retried.
+    #[arg(long, env = "ORDERFLOW_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub webhook_timeout_ms: u64,
+    /// Webhook requests in flight at once, per notifier process.
+    #[arg(long, env = "ORDERFLOW_WEBHOOK_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub webhook_concurrency: u32,
+    /// First delay before a failed webhook is tried again, in milliseconds;
+    /// it doubles with each failure (with jitter), up to ten minutes.
+    #[arg(long, env = "ORDERFLOW_WEBHOOK_RETRY_BASE_MS", default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(1..=3_600_000))]
+    pub webhook_retry_base_ms: u64,
+    /// How long a webhook is retried (from its notification) before it is
+    /// dead-lettered (`24h`, `90m`, `30s`).
+    #[arg(long, env = "ORDERFLOW_WEBHOOK_MAX_AGE", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub webhook_max_age: Duration,
 }
 
 /// How the customer routes authenticate (docs/operations.md#authentication).
@@ -263,6 +288,24 @@ pub enum DlqCommand {
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         id: Option<String>,
         /// Replay every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum WebhookCommand {
+    /// List dead-lettered webhooks, oldest first, one JSON object a line.
+    List {
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Queue dead-lettered webhooks again (same webhook-id, retried afresh).
+    Replay {
+        /// The webhook's id, as `webhooks list` shows it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Replay every dead-lettered webhook.
         #[arg(long)]
         all: bool,
     },

@@ -16,6 +16,7 @@
 //! - [`api`]: the HTTP API; [`live`]: what its live streams watch;
 //!   [`changes`]: every order's changes, for `GET /events`.
 //! - [`cache`]: the optional Redis cache of single orders.
+//! - [`webhooks`]: the notifier's Standard Webhooks delivery.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
 //! - [`telemetry`]: logs and metrics; [`traces`]: spans in an order's trace.
 
@@ -33,3 +34,4 @@ pub mod services;
 pub mod store;
 pub mod telemetry;
 pub mod traces;
+pub mod webhooks;

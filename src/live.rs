@@ -141,7 +141,7 @@ mod tests {
         drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
         tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
         assert_eq!(*rx.borrow_and_update(), Status::Reserved);
-        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 10).await;
         tokio::time::timeout(Duration::from_secs(5), rx.changed()).await.unwrap().unwrap();
         assert_eq!(*rx.borrow_and_update(), Status::Completed);
 
@@ -204,6 +204,7 @@ mod tests {
             &self,
             _: &str,
             _: Vec<crate::domain::Event>,
+            _: bool,
         ) -> Result<Vec<crate::store::Handled>, crate::store::StoreError> {
             unreachable!()
         }

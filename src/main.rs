@@ -28,6 +28,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => ops::migrate(&cli.common).await,
         Command::Stock(c) => ops::stock(&cli.common, c.clone()).await,
         Command::Dlq(c) => ops::dlq(&cli.common, c.clone()).await,
+        Command::Webhooks(c) => ops::webhooks(&cli.common, c.clone()).await,
     };
     logs.flush();
     done

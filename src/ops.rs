@@ -1,9 +1,10 @@
-//! The operator's tools: schema migration, stock levels and dead letters.
+//! The operator's tools: schema migration, stock levels, dead letters and
+//! dead-lettered webhooks.
 //!
 //! They open the same database the server uses, so they work while it runs.
 
 use crate::app::connect;
-use crate::config::{Common, DlqCommand, StockCommand};
+use crate::config::{Common, DlqCommand, StockCommand, WebhookCommand};
 use crate::domain::Sku;
 use crate::messaging::DeadLetter;
 use crate::services::replay::screen;
@@ -61,6 +62,22 @@ pub async fn dlq(common: &Common, command: DlqCommand) -> anyhow::Result<()> {
                 }
             }
             println!("replayed {moved} message(s)");
+        }
+    }
+    Ok(())
+}
+
+pub async fn webhooks(common: &Common, command: WebhookCommand) -> anyhow::Result<()> {
+    let (store, _) = connect(common).await?;
+    match command {
+        WebhookCommand::List { limit } => {
+            for letter in store.webhook_dead_letters(limit).await? {
+                println!("{}", serde_json::to_string(&letter)?);
+            }
+        }
+        WebhookCommand::Replay { id, all: _ } => {
+            let moved = store.replay_webhooks(id).await?;
+            println!("replayed {moved} webhook(s)");
         }
     }
     Ok(())

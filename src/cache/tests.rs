@@ -115,7 +115,7 @@ async fn a_reader_that_read_the_row_before_a_commit_cannot_put_it_back() {
 
     // Around the completion: a reader holding the reserved row loses too.
     let (reserved, read_at) = (read().await, Instant::now());
-    store.notify("notifier", vec![event(EventType::InventoryReserved)]).await.unwrap();
+    store.notify("notifier", vec![event(EventType::InventoryReserved)], false).await.unwrap();
     assert_eq!(cache.moved_past([(id, Status::Reserved)]).await, 1);
     let reserved_json = serde_json::to_string(&reserved).unwrap();
     assert!(!cache.fill(id, reserved.status, &reserved_json, read_at).await);

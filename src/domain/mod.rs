@@ -14,6 +14,7 @@ mod order;
 mod reservation;
 mod retention;
 mod trace;
+mod webhook;
 
 pub use access::Caller;
 pub use event::{
@@ -31,6 +32,7 @@ pub use retention::{
     DEFAULT_KEY_TTL,
 };
 pub use trace::{TraceId, TraceParent};
+pub use webhook::webhook_body;
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
 pub fn now_millis() -> i64 {

@@ -45,10 +45,12 @@ impl Service {
         }
     }
 
-    pub fn effect(self) -> Effect {
+    /// What the service does to each event; the notifier also queues a
+    /// webhook delivery per notification when `webhooks` (a URL is set).
+    pub fn effect(self, webhooks: bool) -> Effect {
         match self {
             Service::Inventory => Effect::Reserve,
-            Service::Notifier => Effect::Notify,
+            Service::Notifier => Effect::Notify { webhooks },
         }
     }
 

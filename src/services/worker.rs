@@ -42,11 +42,14 @@ pub struct WorkerSettings {
     pub retry: RetryPolicy,
     /// Told of each status change after its commit (`--cache-url`).
     pub cache: Option<OrderCache>,
+    /// Whether the notifier queues a webhook delivery with each
+    /// notification (`--webhook-url`).
+    pub webhooks: bool,
 }
 
 impl Default for WorkerSettings {
     fn default() -> Self {
-        Self { batch_size: 512, retry: RetryPolicy::default(), cache: None }
+        Self { batch_size: 512, retry: RetryPolicy::default(), cache: None, webhooks: false }
     }
 }
 
@@ -104,8 +107,9 @@ async fn run_in_store(
         // Mark the signal seen before looking, so a commit that races with
         // this turn still wakes the next wait.
         signal.borrow_and_update();
+        let effect = service.effect(settings.webhooks);
         let consumed =
-            store.consume(service.name(), service.queue(), service.effect(), settings.batch_size, settings.retry).await;
+            store.consume(service.name(), service.queue(), effect, settings.batch_size, settings.retry).await;
         match consumed {
             Ok(batch) => {
                 backoff = FIRST_BACKOFF;
@@ -208,7 +212,7 @@ async fn run_subscribed(
             // Hold the messages until the store takes them. Leaving on shutdown
             // without settling them is safe: the broker delivers them again.
             let mut results = loop {
-                match apply(store.as_ref(), service, events.clone()).await {
+                match apply(store.as_ref(), service.effect(settings.webhooks), service, events.clone()).await {
                     Ok(results) => break results.into_iter(),
                     Err(e) => {
                         tracing::warn!(service = service.name(), error = %e, "store failed; holding the batch");
@@ -307,10 +311,15 @@ fn status_left(service: Service, event: EventType) -> Option<Status> {
     }
 }
 
-async fn apply(store: &dyn Store, service: Service, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
-    match service.effect() {
+async fn apply(
+    store: &dyn Store,
+    effect: Effect,
+    service: Service,
+    events: Vec<Event>,
+) -> Result<Vec<Handled>, StoreError> {
+    match effect {
         Effect::Reserve => store.reserve(service.name(), events).await,
-        Effect::Notify => store.notify(service.name(), events).await,
+        Effect::Notify { webhooks } => store.notify(service.name(), events, webhooks).await,
     }
 }
 

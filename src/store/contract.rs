@@ -66,7 +66,9 @@ macro_rules! suite {
             a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status,
             cancel_and_ship_move_stock_once,
             a_repeated_cancel_event_gives_back_once,
-            cancels_racing_reservations_leave_no_stock_held
+            cancels_racing_reservations_leave_no_stock_held,
+            webhook_deliveries_are_queued_with_notifications_and_settled,
+            competing_claims_split_deliveries_and_an_ended_lease_frees_them
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -80,6 +82,9 @@ macro_rules! suite {
     };
 }
 pub(crate) use suite;
+
+// The webhook delivery queue's part of the suite.
+pub use super::contract_webhooks::*;
 
 pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &str)>) -> PlaceOrder {
     let items = items
@@ -247,8 +252,8 @@ pub async fn competing_consumers_reserve_stock_exactly_once(db: &impl Fixture) {
 
     // The notifiers, competing too, complete the reserved orders.
     let (a, b) = tokio::join!(
-        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 16),
-        drain(&*other, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 16),
+        drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 16),
+        drain(&*other, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 16),
     );
     assert_eq!(a + b, 300);
     let stats = store.stats().await.unwrap();
@@ -505,7 +510,7 @@ pub async fn an_orders_trail_shows_its_waiting_messages_and_notifications(db: &i
     drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
     let trail = store.order_trail(id).await.unwrap();
     assert_eq!(trail.waiting.iter().map(|m| m.queue.as_str()).collect::<Vec<_>>(), [QUEUE_INVENTORY_EVENTS]);
-    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 10).await;
     let trail = store.order_trail(id).await.unwrap();
     assert!(trail.waiting.is_empty(), "{trail:?}");
     assert_eq!(trail.notifications.len(), 1, "{trail:?}");
@@ -584,7 +589,7 @@ pub async fn pruning_removes_only_rows_older_than_the_window_in_bounded_batches(
                 store.place_order(order("c1", &[("tea", 1)], Some((key.as_str(), "h")))).await.unwrap();
             }
             drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 64).await;
-            drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 64).await;
+            drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 64).await;
         }
     };
     run(5, "old").await;
@@ -620,7 +625,7 @@ pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused
     let placed_event = db.text("SELECT body FROM messages").await;
     drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
     let reserved_event = db.text("SELECT body FROM messages").await;
-    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 10).await;
 
     // Inside the window: pruning keeps the entries, and the copies are duplicates.
     let window = crate::domain::cutoff(crate::domain::now_millis(), Duration::from_secs(3600));
@@ -628,7 +633,7 @@ pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused
     assert_eq!(store.prune(Prunable::Notifications, window, 1000).await.unwrap(), 0);
     let copy = |body: &str| vec![Event::from_json(body.as_bytes()).unwrap()];
     assert_eq!(store.reserve("inventory", copy(&placed_event)).await.unwrap(), vec![Handled::Duplicate]);
-    assert_eq!(store.notify("notifier", copy(&reserved_event)).await.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(store.notify("notifier", copy(&reserved_event), false).await.unwrap(), vec![Handled::Duplicate]);
 
     // Past it, with the entries gone, the order's status refuses them both:
     // no second reservation, no second notification.
@@ -636,7 +641,7 @@ pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused
     assert_eq!(store.prune(Prunable::Inbox("inventory".into()), all, 1000).await.unwrap(), 1);
     assert_eq!(store.prune(Prunable::Notifications, all, 1000).await.unwrap(), 1);
     assert_eq!(store.reserve("inventory", copy(&placed_event)).await.unwrap(), vec![Handled::Duplicate]);
-    assert_eq!(store.notify("notifier", copy(&reserved_event)).await.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(store.notify("notifier", copy(&reserved_event), false).await.unwrap(), vec![Handled::Duplicate]);
     assert_eq!(db.count("SELECT count(*) FROM notifications").await, 0);
     assert_eq!(db.count("SELECT count(*) FROM messages").await, 0, "nothing new was queued");
     assert_eq!(

@@ -12,11 +12,15 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
+#[cfg(test)]
+mod contract_webhooks;
 mod postgres;
 mod sqlite;
+mod webhooks;
 
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
+pub use webhooks::{WebhookDeadLetter, WebhookDelivery, WebhookOutcome, WebhookStore};
 
 use crate::domain::{
     Decision, Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Request, Status, TraceParent,
@@ -231,8 +235,9 @@ pub enum Handled {
 pub enum Effect {
     /// `Store::reserve`: the inventory service.
     Reserve,
-    /// `Store::notify`: the notifier.
-    Notify,
+    /// `Store::notify`: the notifier; with `webhooks`, each notification
+    /// also queues a webhook delivery (`WebhookStore`).
+    Notify { webhooks: bool },
 }
 
 /// What one `QueueStore::consume` call did.
@@ -288,8 +293,9 @@ pub trait Store: Send + Sync + 'static {
     /// a shipped order holds for `OrderShipped`, and queues each outcome.
     async fn reserve(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
     /// Records a notification for each inventory outcome and completes
-    /// reserved orders (a cancelled one stays cancelled).
-    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError>;
+    /// reserved orders (a cancelled one stays cancelled); with `webhooks`, queues
+    /// a webhook delivery for each notification in the same transaction.
+    async fn notify(&self, consumer: &str, events: Vec<Event>, webhooks: bool) -> Result<Vec<Handled>, StoreError>;
     async fn set_stock(&self, sku: &str, available: i64) -> Result<(), StoreError>;
     async fn list_stock(&self) -> Result<Vec<StockLevel>, StoreError>;
     async fn stats(&self) -> Result<PipelineStats, StoreError>;
@@ -414,9 +420,10 @@ pub trait QueueStore: Send + Sync + 'static {
     async fn relay(&self, max: usize, publisher: &dyn Publisher) -> Result<usize, StoreError>;
 }
 
-/// A store that is also a queue: what the embedded mode runs on.
-pub trait Database: Store + QueueStore {}
-impl<T: Store + QueueStore> Database for T {}
+/// A store that is also a queue (of events, and of webhook deliveries):
+/// what the embedded mode runs on.
+pub trait Database: Store + QueueStore + WebhookStore {}
+impl<T: Store + QueueStore + WebhookStore> Database for T {}
 
 /// Why `open` failed. The caller retries only what may work later.
 #[derive(Debug, thiserror::Error)]

@@ -29,6 +29,8 @@ pub const QUEUE_LAG: &str = "orderflow_queue_lag_seconds";
 pub const DELIVERY_AGE: &str = "orderflow_delivery_age_seconds";
 pub const BATCH_SIZE: &str = "orderflow_batch_size";
 pub const PRUNED_ROWS: &str = "orderflow_pruned_rows_total";
+pub const WEBHOOK_DELIVERIES: &str = "orderflow_webhook_deliveries_total";
+pub const WEBHOOKS_WAITING: &str = "orderflow_webhook_deliveries_waiting";
 
 /// The `stage` label of `BATCH_SIZE`: the SQLite writer's rounds, the relay's
 /// turns and each consumer's batches (the consumers use their service name).
@@ -70,6 +72,18 @@ const WRITER_SECONDS: &[f64] =
 const BATCH_ITEMS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 10_000.0];
 
 pub const ALL: &[Metric] = &[
+    Metric {
+        name: WEBHOOK_DELIVERIES,
+        kind: Kind::Counter,
+        unit: Unit::Count,
+        help: "Webhook attempts by outcome: delivered, retried, failed (refused for good) or dead (out of time)",
+    },
+    Metric {
+        name: WEBHOOKS_WAITING,
+        kind: Kind::Gauge,
+        unit: Unit::Count,
+        help: "Webhook deliveries not yet delivered: due, waiting out a retry, or in flight",
+    },
     Metric {
         name: PRUNED_ROWS,
         kind: Kind::Counter,

@@ -56,6 +56,7 @@ impl Pipeline {
             batch_size: 64,
             retry: RetryPolicy { max_attempts: 5, base: Duration::from_millis(20) },
             cache: None,
+            webhooks: false,
         };
         for service in [Service::Inventory, Service::Notifier] {
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), shutdown.clone()));

@@ -15,7 +15,8 @@
 //! `metrics` reads `/metrics` from every process of a deployment.
 //! `slow_clients` holds what clients that are slow, idle or too many may
 //! not do to the server. `tracing` follows an order's W3C trace through
-//! headers, logs and exported spans.
+//! headers, logs and exported spans. `webhooks` delivers notifications to a
+//! receiver that fails, and goes away.
 
 mod admin;
 mod auth;
@@ -34,3 +35,4 @@ mod retention;
 mod slow_clients;
 mod tracing;
 mod validation;
+mod webhooks;

@@ -37,7 +37,7 @@ async fn inventory(store: &dyn Database) -> usize {
 }
 
 async fn notifier(store: &dyn Database) -> usize {
-    drain(store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await
+    drain(store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify { webhooks: false }, 10).await
 }
 
 /// Cancel before, after the reservation and after completion, then ship;

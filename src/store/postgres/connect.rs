@@ -27,6 +27,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-3.sql"),
     include_str!("../migrations/postgres-4.sql"),
     include_str!("../migrations/postgres-5.sql"),
+    include_str!("../migrations/postgres-6.sql"),
 ];
 
 pub(super) fn pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {

@@ -247,7 +247,12 @@ pub(super) async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<()
     Ok(())
 }
 
-pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
+pub(super) async fn notify(
+    tx: &Transaction<'_>,
+    consumer: &str,
+    events: &[Event],
+    webhooks: bool,
+) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut statuses: HashMap<Uuid, Status> =
         read_orders(tx, events).await?.into_iter().map(|(id, (status, _))| (id, status)).collect();
@@ -283,6 +288,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
 
     let mut outcomes = Vec::with_capacity(events.len());
     let mut completed = Vec::new();
+    let mut notified = Vec::new();
     for event in events {
         let id = event.order_id.as_uuid();
         if !statuses.contains_key(&id) {
@@ -302,6 +308,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             statuses.insert(id, Status::Completed);
             completed.push(id);
         }
+        notified.push((event, statuses[&id]));
         outcomes.push(Handled::Done(completes.then_some(Status::Completed)));
     }
     if !completed.is_empty() {
@@ -313,6 +320,9 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             .await
             .map_err(db_err)?;
         moved_all(tx.execute(&stmt, &[&completed, &now]).await.map_err(db_err)?, completed.len())?;
+    }
+    if webhooks {
+        super::webhooks::enqueue(tx, &notified, now).await?;
     }
     Ok(outcomes)
 }

@@ -20,6 +20,7 @@ mod queue;
 mod requests;
 #[cfg(test)]
 mod tests;
+mod webhooks;
 
 use super::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, Prunable,
@@ -141,10 +142,10 @@ impl Store for PostgresStore {
         Ok(handled)
     }
 
-    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    async fn notify(&self, consumer: &str, events: Vec<Event>, webhooks: bool) -> Result<Vec<Handled>, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(db_err)?;
-        let handled = effects::notify(&tx, consumer, &events).await?;
+        let handled = effects::notify(&tx, consumer, &events, webhooks).await?;
         self.commit_moved(tx, &crate::store::done_ids(&events, &handled)).await?;
         Ok(handled)
     }

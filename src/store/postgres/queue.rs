@@ -116,7 +116,7 @@ pub(super) async fn consume(
     let results = match (events.is_empty(), effect) {
         (true, _) => Vec::new(),
         (false, Effect::Reserve) => super::effects::reserve(tx, consumer, &events).await?,
-        (false, Effect::Notify) => super::effects::notify(tx, consumer, &events).await?,
+        (false, Effect::Notify { webhooks }) => super::effects::notify(tx, consumer, &events, webhooks).await?,
     };
     let mut delete: Vec<i64> = Vec::new();
     let (mut retry_ids, mut retry_attempts, mut retry_at, mut retry_errors) = (vec![], vec![], vec![], vec![]);

@@ -162,10 +162,16 @@ fn stock_state(conn: &Connection, id: OrderId) -> Result<Option<(Status, bool)>,
 }
 
 /// Records a notification for each inventory outcome and completes reserved
-/// orders. The notifications table, keyed by event id, is the inbox; and an
+/// orders; with `webhooks`, queues a webhook delivery for each notification.
+/// The notifications table, keyed by event id, is the inbox; and an
 /// order no longer in the status the event applies to (`applies_to`) has had
 /// it, so nothing is recorded for it, even once its inbox entry is pruned.
-pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
+pub(super) fn notify(
+    conn: &Writer<'_>,
+    consumer: &str,
+    events: &[Event],
+    webhooks: bool,
+) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
     for event in events {
@@ -194,10 +200,18 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             .stmt(Hot::InsertNotification)
             .and_then(|mut s| s.execute(params![event_id, order_id, consumer, kind, message, now]))
             .map_err(db_err)?;
-        // A completion always records a new notification (the order was
-        // `reserved` until now), so only a rejection can be a duplicate here.
-        let completes = (event.event_type == EventType::InventoryReserved).then_some(Status::Completed);
-        outcomes.push(if inserted == 0 { Handled::Duplicate } else { Handled::Done(completes) });
+        if inserted == 0 {
+            outcomes.push(Handled::Duplicate);
+            continue;
+        }
+        // The status the order is in now: the one the event applies to, or
+        // for a completion the one it just reached.
+        let completes = event.event_type == EventType::InventoryReserved;
+        let status = if completes { Status::Completed } else { event.event_type.applies_to() };
+        if webhooks {
+            super::webhooks::enqueue(conn, event, status, now)?;
+        }
+        outcomes.push(Handled::Done(completes.then_some(Status::Completed)));
     }
     Ok(outcomes)
 }

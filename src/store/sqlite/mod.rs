@@ -22,6 +22,7 @@ mod queue;
 mod recent;
 mod statements;
 mod traits;
+mod webhooks;
 mod writer;
 
 pub use connection::SqliteOptions;

@@ -176,7 +176,7 @@ pub(super) fn settle(
     }
     let results = match effect {
         Effect::Reserve => effects::reserve(conn, consumer, &events)?,
-        Effect::Notify => effects::notify(conn, consumer, &events)?,
+        Effect::Notify { webhooks } => effects::notify(conn, consumer, &events, webhooks)?,
     };
     // The usual case, every message applied or a duplicate: one statement
     // deletes them all.
@@ -384,7 +384,8 @@ mod tests {
         let recent = std::sync::Arc::new(super::super::recent::Recent::default());
         let batch = take(&conn, &recent, Queue::InventoryEvents, now, 10).unwrap();
         let writer = super::super::statements::Writer::new(&conn, recent);
-        let consumed = settle(&writer, "notifier", batch, Effect::Notify, RetryPolicy::default()).unwrap();
+        let consumed =
+            settle(&writer, "notifier", batch, Effect::Notify { webhooks: false }, RetryPolicy::default()).unwrap();
         assert_eq!((consumed.taken, consumed.applied.len()), (2, 2));
         assert_eq!(message_ids(&conn), [queued[1]], "only the waiting message is left");
     }

@@ -49,10 +49,10 @@ impl Store for SqliteStore {
         Ok(handled)
     }
 
-    async fn notify(&self, consumer: &str, events: Vec<Event>) -> Result<Vec<Handled>, StoreError> {
+    async fn notify(&self, consumer: &str, events: Vec<Event>, webhooks: bool) -> Result<Vec<Handled>, StoreError> {
         let consumer = consumer.to_owned();
         let ids: Vec<OrderId> = events.iter().map(|e| e.order_id).collect();
-        let handled = self.write_in_background(move |c| effects::notify(c, &consumer, &events)).await?;
+        let handled = self.write_in_background(move |c| effects::notify(c, &consumer, &events, webhooks)).await?;
         self.statuses_moved(moved_ids(&ids, &handled));
         Ok(handled)
     }
