@@ -6,6 +6,7 @@
 //! process drains before it stops, so one stops sending traffic to a replica
 //! that is about to close.
 
+use super::counts::Counts;
 use super::responses::Shed;
 use super::schema::{Health, NotReady, Readiness};
 use super::AppState;
@@ -13,6 +14,7 @@ use crate::domain::Status;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde_json::json;
 use std::time::Duration;
@@ -89,8 +91,8 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
         Shed
     )
 )]
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    if let Ok(stats) = state.store.stats().await {
+pub(super) async fn metrics(State(state): State<AppState>, Extension(counts): Extension<Counts>) -> Response {
+    if let Some(stats) = counts.get(&state.store).await {
         // Every status, so a count that drops to zero is not left at its last value.
         for status in Status::ALL.map(Status::as_str) {
             let n = stats.orders_by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);
