@@ -1,7 +1,8 @@
 -- wrk script for bench/backlog: POST /orders as bench/post.lua does, one
 -- request in BACKLOG_KEY_EVERY (default 4) with an Idempotency-Key of its own,
--- and each thread stops once it has had BACKLOG_PER_THREAD answers, so a run
--- places a given number of orders rather than running for a given time.
+-- and each thread stops sending once it has had BACKLOG_PER_THREAD answers, so
+-- a run places a given number of orders (wrk itself waits out its duration:
+-- bench/backlog interrupts it once the orders are in).
 local threads = 0
 setup = function(thread)
   threads = threads + 1
@@ -26,7 +27,8 @@ request = function()
   if every > 0 and n % every == 0 then
     -- Only these are built per request: Lua time is taken from the two cores
     -- the server shares with wrk.
-    return wrk.format(nil, nil, { ["Idempotency-Key"] = "backlog-" .. tid .. "-" .. n }, bodies[i])
+    local headers = { ["Content-Type"] = "application/json", ["Idempotency-Key"] = "backlog-" .. tid .. "-" .. n }
+    return wrk.format(nil, nil, headers, bodies[i])
   end
   return plain[i]
 end
