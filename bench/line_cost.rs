@@ -11,7 +11,7 @@ use orderflow::domain::{format_millis, now_millis, OrderId};
 
 fn main() {
     let orders: usize = std::env::args().nth(1).and_then(|n| n.parse().ok()).unwrap_or(20_000);
-    let guard = orderflow::telemetry::init_logs(LogFormat::Text);
+    let guard = orderflow::telemetry::init_logs(LogFormat::Text, "line-cost");
     let ids: Vec<OrderId> = (0..64).map(|_| OrderId::new()).collect();
     for i in 0..orders {
         std::hint::black_box(format_millis(now_millis()));

@@ -32,7 +32,7 @@ async fn main() -> anyhow::Result<()> {
                 tokio::spawn(async move {
                     let items = vec![LineItem { sku: Sku::parse(format!("sku-{n}"))?, quantity: Quantity::parse(1)? }];
                     let order = NewOrder::new(CustomerId::parse(format!("bench-{n}"))?, items)?;
-                    store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None }).await?;
+                    store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None }).await?;
                     anyhow::Ok(())
                 })
             })

@@ -14,7 +14,7 @@ use crate::cache::{CacheSettings, OrderCache};
 use crate::config::{Common, ServeArgs};
 use crate::messaging::{BrokerError, RetryPolicy};
 use crate::services::{self, Service, WorkerSettings};
-use crate::store::{self, Database, OpenError};
+use crate::store::{self, Database, OpenError, Prunable};
 use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
@@ -136,6 +136,15 @@ async fn connect_patiently(
 /// Runs `roles` until asked to stop.
 pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Shutdown) -> anyhow::Result<()> {
     let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
+    services::pruner::check_inbox_window(
+        common.inbox_retention,
+        services::pruner::Redelivery {
+            database_url: &common.database_url,
+            broker_url: &common.broker_url,
+            retry,
+            redis_claim_idle: common.redis_claim_idle(),
+        },
+    )?;
     let Some((store, broker)) = connect_patiently(common, retry, &shutdown.first).await? else {
         return Ok(());
     };
@@ -180,6 +189,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
                 idle_timeout: Duration::from_secs(args.idle_timeout_secs),
                 max_connections: args.max_connections as usize,
             },
+            retention: common.retention(),
         };
         tracing::info!(%addr, "API listening");
         // A machine-readable line for scripts and tests that asked for port 0.
@@ -194,6 +204,10 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         if wanted {
             tasks.spawn(service.run(store.clone(), broker.clone(), settings.clone(), stop.clone()));
         }
+    }
+    let pruned = pruned_by(roles, common);
+    if !pruned.is_empty() {
+        tasks.spawn(services::pruner::run(store.clone(), pruned, args.prune_interval, stop.clone()));
     }
     // Run until asked to stop, or until a role ends on its own: a process
     // that lost its API or a worker must not look alive, so the others stop
@@ -223,6 +237,22 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         Some(e) => Err(e),
         None => Ok(()),
     }
+}
+
+/// What a process running `roles` prunes: each role what it writes (the API
+/// the idempotency keys, each consumer its inbox), with its window.
+fn pruned_by(roles: Roles, common: &Common) -> Vec<(Prunable, Duration)> {
+    let mut tables = Vec::new();
+    if roles.api {
+        tables.push((Prunable::IdempotencyKeys, common.idempotency_key_ttl));
+    }
+    if roles.inventory {
+        tables.push((Prunable::Inbox(Service::Inventory.name().to_owned()), common.inbox_retention));
+    }
+    if roles.notifier {
+        tables.push((Prunable::Notifications, common.inbox_retention));
+    }
+    tables
 }
 
 /// The order cache `--cache-url` names, if any. Only a URL that cannot be
@@ -317,6 +347,8 @@ mod tests {
             redis_trim_interval_ms: 1_000,
             cache_url: None,
             cache_timeout_ms: 50,
+            idempotency_key_ttl: Duration::from_secs(86_400),
+            inbox_retention: Duration::from_secs(7 * 86_400),
             log_format: LogFormat::Text,
         }
     }

@@ -60,6 +60,17 @@ pub struct Common {
     /// second.
     #[arg(long, env = "ORDERFLOW_CACHE_TIMEOUT_MS", default_value_t = 50, global = true, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub cache_timeout_ms: u64,
+    /// How long an idempotency key holds (`30s`, `24h`, `7d`): a request
+    /// repeated with the key within it gets the first order back; after it
+    /// the key is unknown and the request places a new order.
+    #[arg(long, env = "ORDERFLOW_IDEMPOTENCY_KEY_TTL", default_value = "24h", value_parser = window, global = true)]
+    pub idempotency_key_ttl: Duration,
+    /// How long the consumers remember the events they applied (their inbox,
+    /// and the notifications), so that a redelivered copy is not applied
+    /// twice (`30s`, `24h`, `7d`). It must outlast any redelivery: a shorter
+    /// one than the retries and claim timeouts allow is refused at start.
+    #[arg(long, env = "ORDERFLOW_INBOX_RETENTION", default_value = "7d", value_parser = window, global = true)]
+    pub inbox_retention: Duration,
     /// Log format.
     #[arg(long, env = "ORDERFLOW_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
     pub log_format: LogFormat,
@@ -77,6 +88,20 @@ impl Common {
     pub fn cache_timeout(&self) -> Duration {
         Duration::from_millis(self.cache_timeout_ms)
     }
+
+    pub fn retention(&self) -> crate::domain::Retention {
+        crate::domain::Retention { key_ttl: self.idempotency_key_ttl, inbox: self.inbox_retention }
+    }
+}
+
+/// A retention window: a duration with its unit (`30s`, `15m`, `24h`, `7d`),
+/// at least a second.
+fn window(text: &str) -> Result<Duration, String> {
+    let window = humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 24h, 7d)"))?;
+    if window < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(window)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -105,6 +130,23 @@ pub enum Command {
     /// Inspect or replay dead-lettered messages.
     #[command(subcommand)]
     Dlq(DlqCommand),
+}
+
+impl Command {
+    /// The subcommand's name: what a process's spans are exported as
+    /// (`orderflow-<role>`) unless `OTEL_SERVICE_NAME` says otherwise.
+    pub fn role(&self) -> &'static str {
+        match self {
+            Command::Run(_) => "run",
+            Command::Api(_) => "api",
+            Command::Inventory(_) => "inventory",
+            Command::Notifier(_) => "notifier",
+            Command::Relay(_) => "relay",
+            Command::Migrate => "migrate",
+            Command::Stock(_) => "stock",
+            Command::Dlq(_) => "dlq",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -164,6 +206,10 @@ pub struct ServeArgs {
     /// handled. Lowered at start if the descriptor limit is too low for it.
     #[arg(long, env = "ORDERFLOW_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     pub max_connections: u64,
+    /// How often the roles prune what has outlived its window (`30s`, `1m`):
+    /// the API the idempotency keys, each consumer its inbox.
+    #[arg(long, env = "ORDERFLOW_PRUNE_INTERVAL", default_value = "1m", value_parser = window)]
+    pub prune_interval: Duration,
 }
 
 impl ServeArgs {

@@ -17,6 +17,7 @@
 //!   [`changes`]: every order's changes, for `GET /events`.
 //! - [`cache`]: the optional Redis cache of single orders.
 //! - [`app`]: starting and stopping the roles; [`ops`]: operator tools.
+//! - [`telemetry`]: logs and metrics; [`traces`]: spans in an order's trace.
 
 pub mod api;
 pub mod app;
@@ -31,3 +32,4 @@ pub mod ops;
 pub mod services;
 pub mod store;
 pub mod telemetry;
+pub mod traces;

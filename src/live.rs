@@ -233,5 +233,8 @@ mod tests {
         async fn order_trail(&self, _: OrderId) -> Result<crate::store::OrderTrail, crate::store::StoreError> {
             unreachable!()
         }
+        async fn prune(&self, _: crate::store::Prunable, _: i64, _: usize) -> Result<u64, crate::store::StoreError> {
+            unreachable!()
+        }
     }
 }

@@ -11,14 +11,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let _logs = telemetry::init_logs(cli.common.log_format);
+    let logs = telemetry::init_logs(cli.common.log_format, cli.command.role());
     let shutdown = Shutdown::default();
     let serve = |args, roles| {
         app::cancel_on_signal(shutdown.clone());
         app::serve(&cli.common, args, roles, shutdown.clone())
     };
     let none = Roles::NONE;
-    match &cli.command {
+    let done = match &cli.command {
         Command::Run(args) => serve(args, Roles::ALL).await,
         // Each API replica relays its own outbox rows (and any others').
         Command::Api(args) => serve(args, Roles { api: true, relay: true, ..none }).await,
@@ -28,5 +28,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => ops::migrate(&cli.common).await,
         Command::Stock(c) => ops::stock(&cli.common, c.clone()).await,
         Command::Dlq(c) => ops::dlq(&cli.common, c.clone()).await,
-    }
+    };
+    logs.flush();
+    done
 }

@@ -5,20 +5,39 @@
 //! lines per system call as have gathered: the notifier logs a line per
 //! order, and a write per line would cost more than the order's commit.
 //! Metrics are recorded with the `metrics` crate and rendered in the
-//! Prometheus format at `/metrics`.
+//! Prometheus format at `/metrics`. When an OTLP endpoint is set, spans are
+//! also exported (`crate::traces`); without one no layer is added for it.
 
 use crate::config::LogFormat;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::io::{BufWriter, IsTerminal};
 use std::sync::OnceLock;
 use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 static METRICS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// Installs the logger. Lines still waiting are written when the returned
-/// guard is dropped, so `main` holds it until the process ends.
-pub fn init_logs(format: LogFormat) -> WorkerGuard {
+/// What `main` holds until the process ends: lines still waiting are
+/// written when it is dropped; spans still waiting, at `flush`.
+pub struct Logs {
+    _lines: WorkerGuard,
+    spans: Option<crate::traces::ExportGuard>,
+}
+
+impl Logs {
+    /// Sends the spans the exporter still holds.
+    pub fn flush(mut self) {
+        if let Some(spans) = self.spans.take() {
+            spans.shutdown();
+        }
+    }
+}
+
+/// Installs the logger, and the span exporter when an OTLP endpoint is set
+/// (`role` names the service by default).
+pub fn init_logs(format: LogFormat, role: &str) -> Logs {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     // Colours only for a person at a terminal, not in files or collectors.
     let ansi = std::io::stderr().is_terminal();
@@ -28,12 +47,21 @@ pub fn init_logs(format: LogFormat) -> WorkerGuard {
         .lossy(false)
         .thread_name("orderflow-log")
         .finish(BufWriter::with_capacity(64 * 1024, std::io::stderr()));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(writer);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let lines = tracing_subscriber::fmt::layer().with_ansi(ansi).with_writer(writer);
+    let lines = match format {
+        LogFormat::Text => lines.boxed(),
+        LogFormat::Json => lines.json().boxed(),
     };
-    guard
+    let (spans, export) = match crate::traces::otlp(role) {
+        Ok(Some((tracer, guard))) => (Some(tracing_opentelemetry::layer().with_tracer(tracer)), Some(guard)),
+        Ok(None) => (None, None),
+        Err(e) => {
+            eprintln!("spans are not exported: {e:#}");
+            (None, None)
+        }
+    };
+    let _ = tracing_subscriber::registry().with(filter).with(lines).with(spans).try_init();
+    Logs { _lines: guard, spans: export }
 }
 
 /// The process's Prometheus recorder, installed on first use.

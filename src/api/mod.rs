@@ -18,6 +18,7 @@ mod replay;
 mod responses;
 mod schema;
 mod server;
+mod trace_context;
 mod trail;
 
 pub use auth::OperatorToken;
@@ -63,6 +64,9 @@ pub struct AppState {
     pub clients: ClientLimits,
     /// The orders this process's live streams watch.
     pub live: Arc<crate::live::Hub>,
+    /// How long idempotency keys hold, and how long the inboxes remember
+    /// (what a dead letter's replay checks).
+    pub retention: crate::domain::Retention,
 }
 
 /// The routes behind the limit of requests in flight, each registered with
@@ -137,7 +141,10 @@ pub fn router(state: AppState) -> Router {
         .service(routes);
     // The liveness check answers even when the process is overloaded.
     let (unlimited, _) = unlimited_routes().split_for_parts();
-    unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited)
+    let router = unlimited.method_not_allowed_fallback(method_not_allowed).with_state(state).fallback_service(limited);
+    // Applied to each route and to the fallback: every request passes
+    // through it once, whichever answers it.
+    router.layer(trace_context::TraceContextLayer)
 }
 
 /// Serves the API on `listener` until `shutdown` fires, then lets requests in

@@ -6,7 +6,7 @@ use super::{ApiError, AppState};
 use crate::domain::{
     format_millis, CustomerId, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status, ValidationError,
 };
-use crate::store::{OrderFilter, OrderView, PlaceOrder, Placed};
+use crate::store::{Keyed, OrderFilter, OrderView, PlaceOrder, Placed};
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -191,8 +191,9 @@ pub(super) fn read_json<T: serde::de::DeserializeOwned>(
 /// Stores the order and answers `202 Accepted` with where to follow it.
 pub(super) async fn accept(state: &AppState, headers: &HeaderMap, order: NewOrder) -> Result<Response, ApiError> {
     let key = idempotency_key(headers)?;
-    let idempotency = key.map(|k| (k, request_hash(&order)));
-    let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency }).await?;
+    let idempotency = key.map(|key| Keyed { key, request_hash: request_hash(&order), ttl: state.retention.key_ttl });
+    let trace = super::trace_context::of(headers);
+    let placed = state.store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency, trace }).await?;
     metrics::counter!("orderflow_orders_accepted_total").increment(u64::from(!placed.replayed));
     if !placed.replayed {
         state.live.changes.placed(placed.id, placed.created_at);

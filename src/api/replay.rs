@@ -8,7 +8,9 @@
 //! one's stream ids, RabbitMQ's message ids, and a malformed one must not
 //! become a broker error). Letters are then replayed one at a time, at most
 //! `--replay-rate` a second, so a bulk replay feeds the pipeline no faster
-//! than it was told to; `dry_run` only counts.
+//! than it was told to; `dry_run` only counts. Each chosen letter is
+//! screened first (`services::replay`): one whose effect its order shows
+//! applied, or can no longer show, is skipped with the reason and kept.
 
 use super::admin::MAX_LETTERS;
 use super::auth::Operator;
@@ -17,6 +19,7 @@ use super::responses::AdminWriteErrors;
 use super::{ApiError, AppState};
 use crate::domain::ValidationError;
 use crate::messaging::DeadLetter;
+use crate::services::replay::screen;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -66,9 +69,19 @@ pub(super) struct ReplayOutcome {
     replayed: u64,
     /// The ids chosen, in order: those replayed, or on a dry run those that would be.
     ids: Vec<String>,
+    /// Chosen letters that were not replayed, because their order shows the
+    /// effect applied already or it can no longer be known: they stay dead letters.
+    skipped: Vec<Skipped>,
     /// Ids asked for that are not dead letters (any more).
     unknown_ids: Vec<String>,
     dry_run: bool,
+}
+
+/// A dead letter a replay left where it is, and why.
+#[derive(Serialize, ToSchema)]
+pub(super) struct Skipped {
+    id: String,
+    reason: String,
 }
 
 impl ReplayRequest {
@@ -128,7 +141,15 @@ pub(super) async fn replay(
         Some(ids) => ids.iter().filter(|id| !letters.iter().any(|l| l.id == **id)).cloned().collect(),
         None => Vec::new(),
     };
-    let ids: Vec<String> = chosen.iter().take(limit).map(|l| l.id.clone()).collect();
+    let chosen_now: Vec<&DeadLetter> = chosen.iter().take(limit).copied().collect();
+    let verdicts = screen(state.store.as_ref(), &chosen_now, state.retention.inbox).await?;
+    let (mut ids, mut skipped) = (Vec::new(), Vec::new());
+    for (letter, verdict) in chosen_now.iter().zip(verdicts) {
+        match verdict {
+            None => ids.push(letter.id.clone()),
+            Some(reason) => skipped.push(Skipped { id: letter.id.clone(), reason }),
+        }
+    }
     let mut replayed = 0;
     if !request.dry_run {
         let mut pace = tokio::time::interval(Duration::from_secs(1) / state.replay_rate.max(1));
@@ -138,5 +159,5 @@ pub(super) async fn replay(
             replayed += state.broker.replay(Some(id.clone())).await?;
         }
     }
-    Ok(Json(ReplayOutcome { matched: chosen.len(), replayed, ids, unknown_ids, dry_run: request.dry_run }))
+    Ok(Json(ReplayOutcome { matched: chosen.len(), replayed, ids, skipped, unknown_ids, dry_run: request.dry_run }))
 }

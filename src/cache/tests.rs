@@ -90,7 +90,8 @@ async fn a_reader_that_read_the_row_before_a_commit_cannot_put_it_back() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("orders.db").display().to_string()).await.unwrap();
     let order = NewOrder::new(CustomerId::anonymous(), Vec::new()).unwrap();
-    let placed = store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None }).await.unwrap();
+    let placed =
+        store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None }).await.unwrap();
     let id = placed.id;
     let event = |kind| Event::new(kind, id, CustomerId::anonymous(), Vec::new(), None);
     let read = || async { store.get_order(id).await.unwrap().expect("the order") };

@@ -4,7 +4,7 @@
 //! order it is about and the order's fields, so a consumer never has to read
 //! the order back to act on it.
 
-use super::{CustomerId, LineItem, OrderId};
+use super::{CustomerId, LineItem, OrderId, TraceId, TraceParent};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -40,6 +40,9 @@ pub struct Event {
     pub items: Vec<LineItem>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The order's trace, its parent the span that caused this event.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "super::trace::lenient")]
+    pub traceparent: Option<TraceParent>,
 }
 
 impl Event {
@@ -58,12 +61,24 @@ impl Event {
             customer_id,
             items,
             reason,
+            traceparent: None,
         }
     }
 
-    /// The event that follows this one, about the same order.
+    /// The event, in `trace`.
+    pub fn in_trace(self, traceparent: Option<TraceParent>) -> Self {
+        Self { traceparent, ..self }
+    }
+
+    /// The id of the order's trace, for log lines; `None` for events of old.
+    pub fn trace_id(&self) -> Option<TraceId> {
+        self.traceparent.map(|t| t.trace_id())
+    }
+
+    /// The event that follows this one, about the same order, in its trace.
     pub fn follow(&self, event_type: EventType, reason: Option<String>) -> Self {
         Self::new(event_type, self.order_id, self.customer_id.clone(), self.items.clone(), reason)
+            .in_trace(self.traceparent)
     }
 
     /// What the customer is told about this event, and its kind; `None` for
@@ -99,6 +114,17 @@ impl Event {
     /// cannot help, so callers dead-letter it at once.
     pub fn from_json(body: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(body)
+    }
+
+    /// The trace of the event `body` holds, read without the rest of it:
+    /// what a relay sends as the message's own `traceparent`.
+    pub fn traceparent_of(body: &str) -> Option<TraceParent> {
+        #[derive(Deserialize)]
+        struct Trace {
+            #[serde(default, deserialize_with = "super::trace::lenient")]
+            traceparent: Option<TraceParent>,
+        }
+        serde_json::from_str::<Trace>(body).ok()?.traceparent
     }
 
     /// Parses a message body that holds one event (an object) or several (a
@@ -173,6 +199,17 @@ mod tests {
         e.reason = Some("out_of_stock:tea".into());
         assert_eq!(e.to_json(), format!(r#"{head},"reason":"out_of_stock:tea"}}"#));
         assert_eq!(Event::from_json(e.to_json().as_bytes()).unwrap(), e);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        e.traceparent = TraceParent::parse(tp);
+        let traced = format!(r#"{head},"reason":"out_of_stock:tea","traceparent":"{tp}"}}"#);
+        assert_eq!(e.to_json(), traced);
+        assert_eq!(Event::from_json(traced.as_bytes()).unwrap(), e);
+        assert_eq!(e.follow(EventType::InventoryReserved, None).traceparent, e.traceparent, "the trace goes on");
+        // A bad value written by some other program is dropped, not poison.
+        assert_eq!(Event::traceparent_of(&traced), e.traceparent);
+        assert_eq!(Event::traceparent_of(&head), None, "not JSON: the head alone");
+        let odd = traced.replace(tp, "not-a-traceparent");
+        assert_eq!(Event::from_json(odd.as_bytes()).unwrap().traceparent, None);
     }
 
     #[test]

@@ -9,6 +9,8 @@
 mod event;
 mod order;
 mod reservation;
+mod retention;
+mod trace;
 
 pub use event::{Event, EventType, ROUTE_INVENTORY_FAILED, ROUTE_INVENTORY_RESERVED, ROUTE_ORDER_PLACED};
 pub use order::{
@@ -16,6 +18,11 @@ pub use order::{
     MAX_IDEMPOTENCY_KEY_LEN, MAX_ITEMS, MAX_QUANTITY, MAX_SKU_LEN,
 };
 pub use reservation::{Rejection, Reservation, StockLeft};
+pub use retention::{
+    cutoff, first_uuid_of, key_holds, replay_verdict, uuid_millis, ReplayVerdict, Retention, DEFAULT_INBOX_RETENTION,
+    DEFAULT_KEY_TTL,
+};
+pub use trace::{TraceId, TraceParent};
 
 /// Milliseconds since the Unix epoch: the one clock every table uses.
 pub fn now_millis() -> i64 {

@@ -40,6 +40,17 @@ impl RetryPolicy {
             Reject::RetryAfter((self.base * factor).min(Duration::from_secs(60)))
         }
     }
+
+    /// The time a message spends waiting between its deliveries, all its
+    /// retries together, before it is dead-lettered.
+    pub fn retry_span(&self) -> Duration {
+        (1..self.max_attempts)
+            .map(|attempts| match self.after_failure(attempts) {
+                Reject::RetryAfter(delay) => delay,
+                Reject::DeadLetter => Duration::ZERO,
+            })
+            .sum()
+    }
 }
 
 #[cfg(test)]
@@ -56,5 +67,6 @@ mod tests {
         assert_eq!(p.after_failure(9), Reject::DeadLetter);
         let slow = RetryPolicy { max_attempts: 50, base: Duration::from_secs(1) };
         assert_eq!(slow.after_failure(30), Reject::RetryAfter(Duration::from_secs(60)));
+        assert_eq!(p.retry_span(), Duration::from_millis(100 + 200 + 400 + 800));
     }
 }

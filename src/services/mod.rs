@@ -6,7 +6,9 @@
 //! orders. The relay publishes the outbox when a network broker carries the
 //! events.
 
+pub mod pruner;
 mod relay;
+pub mod replay;
 mod worker;
 
 pub use relay::run as run_relay;

@@ -5,9 +5,14 @@
 //! nothing (a batch may be published again; consumers skip what they have
 //! seen). It wakes on the store's commit signal, so an order's event leaves
 //! milliseconds after its commit, with a short poll for other processes'.
+//! When spans are exported, each event's publishing has a span in its
+//! order's trace, from the batch's start to the broker's confirm.
 
 use crate::broker::Broker;
+use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use crate::store::Database;
+use crate::traces;
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -31,7 +36,12 @@ pub async fn run(
     tracing::info!("relaying the outbox");
     while !shutdown.is_cancelled() {
         signal.borrow_and_update();
-        match store.relay(batch_size, publisher.as_ref()).await {
+        let relayed = if traces::exporting() {
+            store.relay(batch_size, &Traced(publisher.as_ref())).await
+        } else {
+            store.relay(batch_size, publisher.as_ref()).await
+        };
+        match relayed {
             Ok(0) => {
                 backoff = FIRST_BACKOFF;
                 tokio::select! {
@@ -56,4 +66,15 @@ pub async fn run(
     }
     tracing::info!("relay stopped");
     Ok(())
+}
+
+/// A publisher whose every message has a span while it is published.
+struct Traced<'a>(&'a dyn Publisher);
+
+#[async_trait]
+impl Publisher for Traced<'_> {
+    async fn publish(&self, batch: &[OutboxMessage]) -> Result<(), BrokerError> {
+        let _spans: Vec<_> = batch.iter().filter_map(|m| traces::relay_span(&m.body)).collect();
+        self.0.publish(batch).await
+    }
 }

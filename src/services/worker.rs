@@ -14,6 +14,10 @@
 //! the broker only after it commits. A batch is held while the store is
 //! down, so an outage does not burn delivery attempts.
 //!
+//! Every line logged about an event names its order and carries its
+//! `trace_id`; when spans are exported each event's handling also gets a
+//! span in the order's trace (`crate::traces`).
+//!
 //! Either way a failure backs off, doubling the pause up to a few seconds.
 //! After each commit the orders whose status it changed are announced to the
 //! order cache, when there is one (`crate::cache`).
@@ -24,6 +28,7 @@ use crate::cache::OrderCache;
 use crate::domain::{Event, EventType, Status};
 use crate::messaging::RetryPolicy;
 use crate::store::{Database, Effect, Handled, Store, StoreError};
+use crate::traces;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -102,7 +107,13 @@ async fn run_in_store(
         match consumed {
             Ok(batch) => {
                 backoff = FIRST_BACKOFF;
+                // The store parsed and applied the events itself: their spans
+                // only record that they were handled, and when.
+                if traces::exporting() {
+                    batch.applied.iter().for_each(|e| drop(traces::event_span(service.name(), &mut e.clone())));
+                }
                 announce(settings.cache.as_ref(), service, &batch.applied).await;
+                log_applied(service, &batch.applied);
                 if service == Service::Notifier {
                     batch.applied.iter().for_each(log_notification);
                 }
@@ -178,6 +189,9 @@ async fn run_subscribed(
                 events.extend(rest[take].1.iter().cloned());
                 take += 1;
             }
+            // Each event's span lasts until its transaction is settled; the
+            // events the effect causes are in that span's trace.
+            let spans: Vec<_> = events.iter_mut().filter_map(|e| traces::event_span(service.name(), e)).collect();
             let (messages, tail) = rest.split_at(take);
             rest = tail;
             // Hold the messages until the store takes them. Leaving on shutdown
@@ -207,7 +221,14 @@ async fn run_subscribed(
                         Handled::Done => applied.push(event.clone()),
                         Handled::Duplicate => {}
                         Handled::Retry(reason) => {
-                            tracing::warn!(service = service.name(), tag, %reason, "event not applied; redelivering");
+                            tracing::warn!(
+                                service = service.name(),
+                                tag,
+                                order_id = %event.order_id,
+                                trace_id = event.trace_id().map(display),
+                                %reason,
+                                "event not applied; redelivering"
+                            );
                             settle = Settle::Retry;
                         }
                     }
@@ -215,9 +236,11 @@ async fn run_subscribed(
                 settled.push((*tag, settle));
             }
             announce(settings.cache.as_ref(), service, &applied[applied_before..]).await;
+            log_applied(service, &applied[applied_before..]);
             // Settle as each transaction commits, so the broker can deliver
             // more while the rest of the batch is applied.
             settle(subscription.as_mut(), std::mem::take(&mut settled), &mut backoff, service).await;
+            drop(spans);
         }
         settle(subscription.as_mut(), settled, &mut backoff, service).await;
         if service == Service::Notifier {
@@ -275,6 +298,23 @@ async fn apply(store: &dyn Store, service: Service, events: Vec<Event>) -> Resul
     }
 }
 
+/// A debug line per event applied, for following one order through the
+/// services; skipped whole when debug lines are off.
+fn log_applied(service: Service, applied: &[Event]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for event in applied {
+        tracing::debug!(
+            service = service.name(),
+            order_id = %event.order_id,
+            event_type = ?event.event_type,
+            trace_id = event.trace_id().map(display),
+            "event applied"
+        );
+    }
+}
+
 /// The notification itself: one log line per outcome, written after the
 /// notifier's commit so a line is never logged for an effect that was lost.
 /// Its fields say what the customer is told (the `notifications` table keeps
@@ -286,6 +326,7 @@ fn log_notification(event: &Event) {
     let Some(kind) = event.notification_kind() else { return };
     tracing::info!(
         order_id = %event.order_id,
+        trace_id = event.trace_id().map(display),
         customer_id = event.customer_id.as_str(),
         kind = %kind,
         reason = event.reason.as_deref(),

@@ -10,7 +10,9 @@
 //! paging, and stock that never goes negative. Only what one dialect does on
 //! its own (migrations, locks, notifications) is tested beside that store.
 
-use super::{Database, Effect, Handled, OrderFilter, PipelineStats, PlaceOrder, Placed, StockLevel, StoreError};
+use super::{
+    Database, Effect, Handled, Keyed, OrderFilter, PipelineStats, PlaceOrder, Placed, Prunable, StockLevel, StoreError,
+};
 use crate::domain::{CustomerId, Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Quantity, Sku, Status};
 use crate::messaging::{
     BrokerError, OutboxMessage, Publisher, RetryPolicy, QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS,
@@ -55,7 +57,10 @@ macro_rules! suite {
             relays_publish_each_outbox_row_once,
             statuses_are_read_together_and_their_moves_signalled,
             moved_orders_are_named_and_read_together,
-            an_orders_trail_shows_its_waiting_messages_and_notifications
+            an_orders_trail_shows_its_waiting_messages_and_notifications,
+            expired_keys_are_unknown_before_they_are_pruned,
+            pruning_removes_only_rows_older_than_the_window_in_bounded_batches,
+            a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status
         );
     };
     (@tests $setup:ident; $($name:ident),*) => {
@@ -78,7 +83,12 @@ pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &s
     PlaceOrder {
         id: OrderId::new(),
         order: NewOrder::new(CustomerId::parse(customer).unwrap(), items).unwrap(),
-        idempotency: key.map(|(k, hash)| (IdempotencyKey::parse(k).unwrap(), hash.to_owned())),
+        idempotency: key.map(|(k, hash)| Keyed {
+            key: IdempotencyKey::parse(k).unwrap(),
+            request_hash: hash.to_owned(),
+            ttl: crate::domain::DEFAULT_KEY_TTL,
+        }),
+        trace: None,
     }
 }
 
@@ -491,4 +501,126 @@ pub async fn an_orders_trail_shows_its_waiting_messages_and_notifications(db: &i
     assert!(trail.notifications[0].sent_at.ends_with('Z'));
     assert_eq!(store.order_trail(other).await.unwrap().notifications.len(), 1);
     assert_eq!(store.order_trail(OrderId::new()).await.unwrap(), Default::default(), "an unknown order has no trail");
+}
+
+/// A keyed order whose key holds for `ttl`.
+fn keyed(customer: &str, key: &str, hash: &str, ttl: Duration) -> PlaceOrder {
+    let mut order = order(customer, &[("tea", 1)], Some((key, hash)));
+    order.idempotency.as_mut().unwrap().ttl = ttl;
+    order
+}
+
+pub async fn expired_keys_are_unknown_before_they_are_pruned(db: &impl Fixture) {
+    let store = db.store();
+    let short = Duration::from_millis(300);
+    let first = store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap();
+    let again = store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap();
+    assert_eq!((again.id, again.replayed), (first.id, true), "within its time to live the key holds");
+    tokio::time::sleep(short + Duration::from_millis(50)).await;
+
+    // Past it the row is still there, unpruned, and the key is unknown: the
+    // same request places a new order, and so does a different one.
+    assert_eq!(db.count("SELECT count(*) FROM idempotency_keys").await, 1);
+    let later = store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap();
+    assert!(!later.replayed && later.id != first.id, "{later:?}");
+    let repeat = store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap();
+    assert_eq!((repeat.id, repeat.replayed), (later.id, true), "the new order holds the key from now on");
+    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    let other = store.place_order(keyed("c1", "k1", "h2", short)).await.unwrap();
+    assert!(!other.replayed && other.id != later.id, "an expired key conflicts with nothing: {other:?}");
+
+    // Processes racing to take over one expired key: one order between them.
+    tokio::time::sleep(short + Duration::from_millis(50)).await;
+    let another = db.another().await;
+    let mut set = JoinSet::new();
+    for i in 0..10 {
+        let store = if i % 2 == 0 { store.clone() } else { another.clone() };
+        set.spawn(async move { store.place_order(keyed("c1", "k1", "h1", short)).await.unwrap() });
+    }
+    let placed: Vec<Placed> = set.join_all().await;
+    assert!(placed.iter().all(|p| p.id == placed[0].id), "{placed:?}");
+    assert_eq!(placed.iter().filter(|p| !p.replayed).count(), 1);
+
+    assert_eq!(db.count("SELECT count(*) FROM orders").await, 4);
+    assert_eq!(db.count("SELECT count(*) FROM idempotency_keys").await, 1);
+}
+
+/// Prunes `table` at `cutoff` in batches of `max` until one comes back
+/// short; returns each batch's count.
+async fn prune_all(store: &dyn Database, table: Prunable, cutoff: i64, max: usize) -> Vec<u64> {
+    let mut batches = Vec::new();
+    loop {
+        let deleted = store.prune(table.clone(), cutoff, max).await.expect("prune");
+        batches.push(deleted);
+        if deleted < max as u64 {
+            return batches;
+        }
+    }
+}
+
+pub async fn pruning_removes_only_rows_older_than_the_window_in_bounded_batches(db: &impl Fixture) {
+    let store = db.store();
+    store.set_stock("tea", 100).await.unwrap();
+    let run = |n: usize, prefix: &'static str| {
+        let store = store.clone();
+        async move {
+            for i in 0..n {
+                let key = format!("{prefix}{i}");
+                store.place_order(order("c1", &[("tea", 1)], Some((key.as_str(), "h")))).await.unwrap();
+            }
+            drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 64).await;
+            drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 64).await;
+        }
+    };
+    run(5, "old").await;
+    let cutoff = crate::domain::now_millis();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    run(3, "new").await;
+    assert_eq!(db.count("SELECT count(*) FROM inbox").await, 8);
+
+    // Each batch takes at most `max` rows, and only those at or before the cutoff.
+    let inbox = Prunable::Inbox("inventory".into());
+    assert_eq!(prune_all(&*store, inbox.clone(), cutoff, 2).await, vec![2, 2, 1]);
+    assert_eq!(prune_all(&*store, Prunable::Notifications, cutoff, 2).await, vec![2, 2, 1]);
+    assert_eq!(prune_all(&*store, Prunable::IdempotencyKeys, cutoff, 2).await, vec![2, 2, 1]);
+    assert_eq!(db.count("SELECT count(*) FROM inbox").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM notifications").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM idempotency_keys WHERE key LIKE 'new%'").await, 3);
+    assert_eq!(db.count("SELECT count(*) FROM idempotency_keys").await, 3);
+    // Another consumer's inbox is its own, and nothing is left to prune.
+    assert_eq!(store.prune(Prunable::Inbox("other".into()), i64::MAX / 2, 10).await.unwrap(), 0);
+    assert_eq!(prune_all(&*store, inbox, cutoff, 2).await, vec![0]);
+    // The orders, their stock and their statuses are untouched.
+    assert_eq!(db.count("SELECT count(*) FROM orders WHERE status = 'completed'").await, 8);
+    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 92, reserved: 8 });
+}
+
+pub async fn a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status(db: &impl Fixture) {
+    let store = db.store();
+    store.set_stock("tea", 5).await.unwrap();
+    let placed = store.place_order(order("c1", &[("tea", 2)], None)).await.unwrap();
+    let placed_event = db.text("SELECT body FROM messages").await;
+    drain(&*store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
+    let reserved_event = db.text("SELECT body FROM messages").await;
+    drain(&*store, "notifier", QUEUE_INVENTORY_EVENTS, Effect::Notify, 10).await;
+
+    // Inside the window: pruning keeps the entries, and the copies are duplicates.
+    let window = crate::domain::cutoff(crate::domain::now_millis(), Duration::from_secs(3600));
+    assert_eq!(store.prune(Prunable::Inbox("inventory".into()), window, 1000).await.unwrap(), 0);
+    assert_eq!(store.prune(Prunable::Notifications, window, 1000).await.unwrap(), 0);
+    let copy = |body: &str| vec![Event::from_json(body.as_bytes()).unwrap()];
+    assert_eq!(store.reserve("inventory", copy(&placed_event)).await.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(store.notify("notifier", copy(&reserved_event)).await.unwrap(), vec![Handled::Duplicate]);
+
+    // Past it, with the entries gone, the order's status refuses them both:
+    // no second reservation, no second notification.
+    let all = crate::domain::now_millis() + 1;
+    assert_eq!(store.prune(Prunable::Inbox("inventory".into()), all, 1000).await.unwrap(), 1);
+    assert_eq!(store.prune(Prunable::Notifications, all, 1000).await.unwrap(), 1);
+    assert_eq!(store.reserve("inventory", copy(&placed_event)).await.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(store.notify("notifier", copy(&reserved_event)).await.unwrap(), vec![Handled::Duplicate]);
+    assert_eq!(db.count("SELECT count(*) FROM notifications").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM messages").await, 0, "nothing new was queued");
+    assert_eq!(store.list_stock().await.unwrap()[0], StockLevel { sku: "tea".into(), available: 3, reserved: 2 });
+    assert_eq!(store.get_order(placed.id).await.unwrap().unwrap().status, Status::Completed);
 }

@@ -18,7 +18,7 @@ mod sqlite;
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteOptions, SqliteStore};
 
-use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status};
+use crate::domain::{Event, EventType, IdempotencyKey, LineItem, NewOrder, OrderId, Status, TraceParent};
 use crate::messaging::{BrokerError, DeadLetter, Publisher, RetryPolicy};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -57,8 +57,20 @@ impl From<BrokerError> for StoreError {
 pub struct PlaceOrder {
     pub id: OrderId,
     pub order: NewOrder,
-    /// The key and a hash of the request it came with.
-    pub idempotency: Option<(IdempotencyKey, String)>,
+    pub idempotency: Option<Keyed>,
+    /// The request's trace, kept with the order and carried by its events.
+    pub trace: Option<TraceParent>,
+}
+
+/// A client's idempotency key, with a hash of the request it came with.
+#[derive(Debug, Clone)]
+pub struct Keyed {
+    pub key: IdempotencyKey,
+    pub request_hash: String,
+    /// How long an earlier use of the key holds (`domain::key_holds`): past
+    /// it, the key is unknown and this request places a new order, whether
+    /// or not the old record has been pruned yet.
+    pub ttl: std::time::Duration,
 }
 
 /// An order rendered for storage. The JSON is built on the caller's task,
@@ -72,15 +84,18 @@ pub(crate) struct PreparedOrder {
     /// The `OrderPlaced` event, and the JSON it is queued as.
     pub placed: Event,
     pub event: String,
-    /// The idempotency key and the request's hash.
-    pub idempotency: Option<(String, String)>,
+    /// The idempotency key, the request's hash and the key's time to live.
+    pub idempotency: Option<(String, String, std::time::Duration)>,
+    /// The order's `traceparent`, as stored in its row.
+    pub traceparent: Option<String>,
 }
 
 impl PreparedOrder {
     pub fn new(p: PlaceOrder) -> Self {
         let items = serde_json::to_string(&p.order.items).expect("items serialize");
         let customer_id = p.order.customer_id.as_str().to_owned();
-        let placed = Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None);
+        let placed =
+            Event::new(EventType::OrderPlaced, p.id, p.order.customer_id, p.order.items, None).in_trace(p.trace);
         let event = placed.to_json();
         Self {
             id: p.id,
@@ -88,7 +103,8 @@ impl PreparedOrder {
             items,
             placed,
             event,
-            idempotency: p.idempotency.map(|(key, hash)| (key.as_str().to_owned(), hash)),
+            idempotency: p.idempotency.map(|k| (k.key.as_str().to_owned(), k.request_hash, k.ttl)),
+            traceparent: p.trace.map(|t| t.to_string()),
         }
     }
 }
@@ -132,6 +148,16 @@ pub struct OrderView {
     pub updated_at: String,
     /// Every status the order has had, oldest first, each with its time.
     pub history: Vec<Transition>,
+    /// The W3C trace the order was placed in: every log line and span about
+    /// it carries this id. Absent for orders placed before traces were kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = false, pattern = "^[0-9a-f]{32}$")]
+    pub trace_id: Option<String>,
+}
+
+/// The trace id of a stored `traceparent`.
+pub(crate) fn trace_id_of(traceparent: Option<String>) -> Option<String> {
+    TraceParent::parse(&traceparent?).map(|t| t.trace_id().to_string())
 }
 
 #[derive(Debug, Clone, Default)]
@@ -259,6 +285,33 @@ pub trait Store: Send + Sync + 'static {
     /// a network broker, in the outbox). An operator's view: it scans the
     /// notifications and the waiting messages, so it is not for hot paths.
     async fn order_trail(&self, id: OrderId) -> Result<OrderTrail, StoreError>;
+    /// Deletes up to `max` rows of `table` recorded at or before `cutoff`
+    /// (milliseconds since the epoch), oldest first, in one short statement,
+    /// and returns how many went. Several processes may prune one table at
+    /// once: none waits for another's rows.
+    async fn prune(&self, table: Prunable, cutoff: i64, max: usize) -> Result<u64, StoreError>;
+}
+
+/// A table `Store::prune` keeps bounded, and what it finds old rows by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Prunable {
+    /// This consumer's inbox, by its event ids (UUIDv7: they sort by time).
+    Inbox(String),
+    /// The notifier's records, by their event ids.
+    Notifications,
+    /// Idempotency keys, by when they were recorded (an index: the key is the client's).
+    IdempotencyKeys,
+}
+
+impl Prunable {
+    /// The table's name, as `orderflow_pruned_rows_total` labels it.
+    pub fn table(&self) -> &'static str {
+        match self {
+            Prunable::Inbox(_) => "inbox",
+            Prunable::Notifications => "notifications",
+            Prunable::IdempotencyKeys => "idempotency_keys",
+        }
+    }
 }
 
 /// What `Store::order_trail` found.

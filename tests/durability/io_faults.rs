@@ -114,7 +114,7 @@ async fn a_failed_sync_is_an_unknown_outcome_and_the_store_goes_on() {
         }];
         let customer = orderflow::domain::CustomerId::parse("c1").unwrap();
         let order = orderflow::domain::NewOrder::new(customer, items).unwrap();
-        PlaceOrder { id: orderflow::domain::OrderId::new(), order, idempotency: None }
+        PlaceOrder { id: orderflow::domain::OrderId::new(), order, idempotency: None, trace: None }
     };
     let first = store.place_order(order()).await.unwrap().id;
     disk.set_fault(Some(Fault { kind: Kind::Wal, op: Op::Sync, nth: 1, errno: Errno::Eio, sticky: false }));

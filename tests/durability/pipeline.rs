@@ -48,6 +48,7 @@ impl Pipeline {
                 idle_timeout: Duration::from_secs(15),
                 max_connections: 1024,
             },
+            retention: Default::default(),
         };
         tasks.spawn(api::serve(listener, state, shutdown.clone()));
         let settings = WorkerSettings {

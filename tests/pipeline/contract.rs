@@ -7,6 +7,7 @@
 //! says so. What the stores promise below the API is `store::contract`.
 
 use crate::helpers::{eventually, order, Broker, Deployment, Env, Mode, SETTLE};
+use crate::retention::old_dead_letters_whose_effect_was_applied_are_not_applied_twice;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ in_every_mode!(
     duplicates_and_poison,
     a_failing_event_beside_a_good_one,
     dead_letters_are_replayed,
+    old_dead_letters_whose_effect_was_applied_are_not_applied_twice,
     live_status,
 );
 

@@ -450,6 +450,11 @@ impl Client {
         req.send().await.expect("POST")
     }
 
+    /// `POST` with a `traceparent` header: the request joins that trace.
+    pub async fn post_traced(&self, path: &str, body: &Value, traceparent: &str) -> reqwest::Response {
+        self.http.post(self.url(path)).header("traceparent", traceparent).json(body).send().await.expect("POST")
+    }
+
     /// Places an order and returns its id; panics unless the answer is 202.
     pub async fn place(&self, body: &Value) -> String {
         let resp = self.post("/orders", body, None).await;

@@ -10,9 +10,11 @@
 //! `cache` the Redis cache of orders. `events` follows orders live over
 //! Server-Sent Events, `feed` every order (`GET /events`); `admin` holds the
 //! operator routes.
+//! `retention` what is pruned and what an old dead letter may do.
 //! `drain` checks what SIGTERM does to a process with the API.
 //! `slow_clients` holds what clients that are slow, idle or too many may
-//! not do to the server.
+//! not do to the server. `tracing` follows an order's W3C trace through
+//! headers, logs and exported spans.
 
 mod admin;
 mod cache;
@@ -25,5 +27,7 @@ mod helpers;
 mod openapi;
 mod redis;
 mod redis_upkeep;
+mod retention;
 mod slow_clients;
+mod tracing;
 mod validation;

@@ -12,13 +12,16 @@
 //! between them; then every confirm is awaited together. Awaiting each
 //! confirm before the next publish would cap throughput at a few hundred per
 //! second. Messages are persistent and carry the outbox id of their first
-//! event as `message_id`, which names them in the dead-letter queue.
+//! event as `message_id`, which names them in the dead-letter queue. A
+//! message that carries one event also carries its trace as the header
+//! `traceparent`; in a pack each event has its own, in its body.
 
 use super::{amqp_err, exchange_for, unavailable, Link};
-use crate::domain::Event;
+use crate::domain::{Event, TraceParent};
 use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel};
 use std::sync::Arc;
@@ -70,10 +73,15 @@ async fn publish_all(channel: &Channel, batch: &[OutboxMessage]) -> Result<(), B
     // hand-over to its I/O thread (and back) per message.
     let packs = pack(batch);
     let publishes = packs.iter().map(|(first, body)| {
-        let props = BasicProperties::default()
+        let mut props = BasicProperties::default()
             .with_delivery_mode(2)
             .with_content_type("application/json".into())
             .with_message_id(first.message_id.as_str().into());
+        if let Some(trace) = lone_trace(body) {
+            let mut headers = FieldTable::default();
+            headers.insert("traceparent".into(), AMQPValue::LongString(trace.to_string().into()));
+            props = props.with_headers(headers);
+        }
         channel.basic_publish(
             exchange_for(&first.routing_key).into(),
             first.routing_key.as_str().into(),
@@ -90,6 +98,14 @@ async fn publish_all(channel: &Channel, batch: &[OutboxMessage]) -> Result<(), B
         }
     }
     Ok(())
+}
+
+/// The trace of the event a message carries, when it carries one.
+fn lone_trace(body: &str) -> Option<TraceParent> {
+    if body.trim_ascii_start().starts_with('[') {
+        return None;
+    }
+    Event::traceparent_of(body)
 }
 
 /// Groups a batch by routing key, in order, into message bodies of up to
@@ -158,6 +174,17 @@ mod tests {
             ]
         );
         assert_eq!(packs[1].1, batch[n as usize + 1].body, "a lone event travels as itself");
+        assert_eq!(lone_trace(&packs[0].1), None, "a pack has no one trace");
+    }
+
+    #[test]
+    fn a_lone_event_carries_its_trace_outside_its_body_too() {
+        let mut lone = row(1, "order.placed");
+        let trace = TraceParent::start();
+        let event = Event::from_json(lone.body.as_bytes()).unwrap().in_trace(Some(trace));
+        lone.body = event.to_json();
+        assert_eq!(lone_trace(&lone.body), Some(trace));
+        assert_eq!(lone_trace(&row(2, "order.placed").body), None, "an event of old has none");
     }
 
     #[test]

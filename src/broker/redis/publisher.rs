@@ -11,8 +11,9 @@
 //! every `--redis-trim-interval-ms`, since a consumer that lags (or is
 //! stopped) trims nothing.
 
-use super::streams::{stream_for, FIELD_BODY, FIELD_MESSAGE_ID, FIELD_ROUTING_KEY, GROUPS};
+use super::streams::{stream_for, FIELD_BODY, FIELD_MESSAGE_ID, FIELD_ROUTING_KEY, FIELD_TRACEPARENT, GROUPS};
 use super::{trim, Link};
+use crate::domain::Event;
 use crate::messaging::{BrokerError, OutboxMessage, Publisher};
 use async_trait::async_trait;
 use std::sync::Arc;
@@ -48,8 +49,11 @@ impl Publisher for RedisPublisher {
                 .arg(FIELD_ROUTING_KEY)
                 .arg(&m.routing_key)
                 .arg(FIELD_BODY)
-                .arg(&m.body)
-                .ignore();
+                .arg(&m.body);
+            if let Some(trace) = Event::traceparent_of(&m.body) {
+                pipe.arg(FIELD_TRACEPARENT).arg(trace.to_string());
+            }
+            pipe.ignore();
         }
         pipe.query_async::<()>(&mut conn).await.map_err(|e| self.link.failed(e))?;
         let Ok(mut trimmed) = self.trimmed.try_lock() else { return Ok(()) };

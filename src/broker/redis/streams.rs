@@ -7,7 +7,9 @@
 //! `routing_key` and `body` (the event's JSON); an entry with other fields
 //! was not written by orderflow and is dead-lettered unread. Groups are
 //! created from the start of their stream (`0`, with `MKSTREAM`), so events
-//! relayed before the first consumer ran are delivered too.
+//! relayed before the first consumer ran are delivered too. An entry whose
+//! event has a trace also carries it as a fourth field, `traceparent`, so a
+//! reader can follow the trace without parsing the body.
 //!
 //! Replies are read from `redis::Value` by hand rather than through the
 //! crate's stream types, which gather fields in a map: a dead letter must
@@ -21,6 +23,7 @@ use redis::Value;
 pub(super) const FIELD_MESSAGE_ID: &str = "message_id";
 pub(super) const FIELD_ROUTING_KEY: &str = "routing_key";
 pub(super) const FIELD_BODY: &str = "body";
+pub(super) const FIELD_TRACEPARENT: &str = "traceparent";
 
 /// Each stream and the consumer group that reads it.
 pub(super) const GROUPS: [(&str, &str); 2] = [(QUEUE_ORDER_EVENTS, "inventory"), (QUEUE_INVENTORY_EVENTS, "notifier")];
@@ -65,13 +68,25 @@ pub(super) struct Entry {
 
 impl Entry {
     /// The event's body, when the entry holds exactly the fields the relay
-    /// writes; `None` for an entry written by something else.
+    /// writes (the trace's among them or not); `None` for an entry written
+    /// by something else.
     pub fn body(&self) -> Option<&[u8]> {
-        let [a, b, c] = &self.fields[..] else { return None };
-        let mut names = [a.0.as_slice(), b.0.as_slice(), c.0.as_slice()];
+        let mut names: Vec<&[u8]> = self.fields.iter().map(|(n, _)| n.as_slice()).collect();
         names.sort_unstable();
-        let expected = [FIELD_BODY.as_bytes(), FIELD_MESSAGE_ID.as_bytes(), FIELD_ROUTING_KEY.as_bytes()];
-        (names == expected).then(|| self.field(FIELD_BODY)).flatten()
+        let expected: &[&[u8]] = &[FIELD_BODY.as_bytes(), FIELD_MESSAGE_ID.as_bytes(), FIELD_ROUTING_KEY.as_bytes()];
+        let traced: &[&[u8]] = &[
+            FIELD_BODY.as_bytes(),
+            FIELD_MESSAGE_ID.as_bytes(),
+            FIELD_ROUTING_KEY.as_bytes(),
+            FIELD_TRACEPARENT.as_bytes(),
+        ];
+        (names == expected || names == traced).then(|| self.field(FIELD_BODY)).flatten()
+    }
+
+    /// The id of the trace the entry's event is in, if it says.
+    pub fn trace_id(&self) -> Option<crate::domain::TraceId> {
+        let value = std::str::from_utf8(self.field(FIELD_TRACEPARENT)?).ok()?;
+        crate::domain::TraceParent::parse(value).map(|t| t.trace_id())
     }
 
     pub fn field(&self, name: &str) -> Option<&[u8]> {
@@ -202,6 +217,9 @@ mod tests {
         assert_eq!(ours.body(), Some(&b"{}"[..]));
         let reordered = entry(&[("body", "{}"), ("message_id", "7"), ("routing_key", "order.placed")]);
         assert_eq!(reordered.body(), Some(&b"{}"[..]));
+        let traced =
+            entry(&[("message_id", "7"), ("routing_key", "order.placed"), ("body", "{}"), ("traceparent", "t")]);
+        assert_eq!(traced.body(), Some(&b"{}"[..]));
         for foreign in [
             entry(&[("body", "{}")]),
             entry(&[("message_id", "7"), ("routing_key", "order.placed"), ("body", "{}"), ("extra", "x")]),

@@ -142,7 +142,8 @@ impl RedisSubscription {
             let mut pipe = redis::pipe();
             pipe.atomic();
             for (entry, error, attempts) in &dead {
-                tracing::warn!(stream = %self.claimer.stream, id = %entry.id, error, "entry dead-lettered");
+                let trace_id = entry.trace_id().map(tracing::field::display);
+                tracing::warn!(stream = %self.claimer.stream, id = %entry.id, trace_id, error, "entry dead-lettered");
                 dlq::move_entry(&mut pipe, entry, &self.death(error, *attempts));
             }
             // Left pending if this fails: the next claim finds them again.
@@ -221,7 +222,8 @@ impl Subscription for RedisSubscription {
                 Settle::DeadLetter => dlq::move_entry(&mut pipe, &entry, &self.death("invalid event", attempts)),
                 Settle::Retry => match self.settings.retry.after_failure(attempts) {
                     Reject::DeadLetter => {
-                        tracing::warn!(stream = %self.claimer.stream, id = %entry.id, attempts, "entry dead-lettered");
+                        let trace_id = entry.trace_id().map(tracing::field::display);
+                        tracing::warn!(stream = %self.claimer.stream, id = %entry.id, trace_id, attempts, "entry dead-lettered");
                         dlq::move_entry(&mut pipe, &entry, &self.death(DELIVERY_LIMIT, attempts));
                     }
                     Reject::RetryAfter(delay) => self.claimer.retry_after(entry.id, delay),

@@ -21,8 +21,12 @@ const POOL_SIZE: usize = 16;
 /// Serializes schema migrations of processes that start at the same time.
 const MIGRATION_LOCK: i64 = 0x6f72_6465_7266_6c6f; // "orderflo"
 /// Migrations in order; version N is the N-th script. Each is idempotent.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("../migrations/postgres.sql"), include_str!("../migrations/postgres-2.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres.sql"),
+    include_str!("../migrations/postgres-2.sql"),
+    include_str!("../migrations/postgres-3.sql"),
+    include_str!("../migrations/postgres-4.sql"),
+];
 
 pub(super) fn pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {
     let manager =

@@ -201,7 +201,10 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
     let (mut ids, mut orders, mut kinds, mut messages) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for event in events {
         let Some((kind, message)) = event.notification() else { continue };
-        if statuses.contains_key(&event.order_id.as_uuid()) && seen.insert(event.event_id) {
+        // An order no longer in the status the event applies to has had it:
+        // nothing is recorded, even once the event's inbox entry is pruned.
+        let applies = statuses.get(&event.order_id.as_uuid()) == Some(&event.event_type.applies_to());
+        if applies && seen.insert(event.event_id) {
             ids.push(event.event_id);
             orders.push(event.order_id.as_uuid());
             kinds.push(kind);
@@ -226,10 +229,10 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
     let mut completed = Vec::new();
     for event in events {
         let id = event.order_id.as_uuid();
-        let Some(status) = statuses.get(&id).copied() else {
+        if !statuses.contains_key(&id) {
             outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
             continue;
-        };
+        }
         if event.notification().is_none() {
             outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
             continue;
@@ -238,7 +241,7 @@ pub(super) async fn notify(tx: &Transaction<'_>, consumer: &str, events: &[Event
             outcomes.push(Handled::Duplicate);
             continue;
         }
-        if event.event_type == EventType::InventoryReserved && status.can_become(Status::Completed) {
+        if event.event_type == EventType::InventoryReserved {
             statuses.insert(id, Status::Completed);
             completed.push(id);
         }

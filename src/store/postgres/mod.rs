@@ -15,13 +15,14 @@
 mod connect;
 mod effects;
 mod orders;
+mod prune;
 mod queue;
 #[cfg(test)]
 mod tests;
 
 use super::{
-    Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, QueueStore,
-    StockLevel, Store, StoreError,
+    Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, Prunable,
+    QueueStore, StockLevel, Store, StoreError,
 };
 use crate::domain::{Event, OrderId, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
@@ -180,6 +181,10 @@ impl Store for PostgresStore {
         tokio::time::timeout(CONNECT_TIMEOUT, ping)
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not answer in time".into())))
+    }
+
+    async fn prune(&self, table: Prunable, cutoff: i64, max: usize) -> Result<u64, StoreError> {
+        self.prune_batch(table, cutoff, max).await
     }
 }
 

@@ -16,7 +16,7 @@
 //! Keys are claimed in sorted order so two batches never deadlock on them.
 
 use super::{db_err, pool_err, NOTIFY_MESSAGES};
-use crate::domain::{format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
+use crate::domain::{cutoff, format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::messaging::QUEUE_ORDER_EVENTS;
 use crate::store::{
     NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
@@ -111,7 +111,7 @@ async fn place_batch(
     // The first request carrying each key claims it for the whole batch.
     let mut claimant: HashMap<&str, usize> = HashMap::new();
     for (i, o) in orders.iter().enumerate() {
-        if let Some((key, _)) = &o.idempotency {
+        if let Some((key, _, _)) = &o.idempotency {
             claimant.entry(key.as_str()).or_insert(i);
         }
     }
@@ -123,15 +123,21 @@ async fn place_batch(
         let keys: Vec<&str> = claims.iter().map(|(k, _)| *k).collect();
         let hashes: Vec<&str> = claims.iter().map(|(_, i)| hash_of(&orders[*i])).collect();
         let ids: Vec<Uuid> = claims.iter().map(|(_, i)| orders[*i].id.as_uuid()).collect();
+        let cutoffs: Vec<i64> = claims.iter().map(|(_, i)| cutoff(now, ttl_of(&orders[*i]))).collect();
+        // A key recorded at or before its request's cutoff has expired: it is
+        // unknown, so its row is taken over as if it were not there.
         let claim = tx
             .prepare_cached(
-                "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at)
-                 SELECT k, h, o, $4 FROM unnest($1::text[], $2::text[], $3::uuid[]) AS t(k, h, o)
-                 ON CONFLICT (key) DO NOTHING RETURNING key",
+                "WITH t AS (SELECT * FROM unnest($1::text[], $2::text[], $3::uuid[], $5::bigint[]) AS t(k, h, o, cut))
+                 INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) SELECT k, h, o, $4 FROM t
+                 ON CONFLICT (key) DO UPDATE SET request_hash = EXCLUDED.request_hash,
+                     order_id = EXCLUDED.order_id, created_at = EXCLUDED.created_at
+                 WHERE idempotency_keys.created_at <= (SELECT cut FROM t WHERE t.k = EXCLUDED.key)
+                 RETURNING key",
             )
             .await
             .map_err(db_err)?;
-        let rows = tx.query(&claim, &[&keys, &hashes, &ids, &now]).await.map_err(db_err)?;
+        let rows = tx.query(&claim, &[&keys, &hashes, &ids, &now, &cutoffs]).await.map_err(db_err)?;
         won = rows.iter().map(|r| r.get(0)).collect();
         let lost: Vec<&str> = keys.into_iter().filter(|k| !won.contains(*k)).collect();
         if !lost.is_empty() {
@@ -151,7 +157,7 @@ async fn place_batch(
     let mut fresh: Vec<&PreparedOrder> = Vec::with_capacity(orders.len());
     for (i, o) in orders.iter().enumerate() {
         let placed = Placed { id: o.id, created_at: now, replayed: false };
-        let Some((key, hash)) = &o.idempotency else {
+        let Some((key, hash, _)) = &o.idempotency else {
             fresh.push(o);
             outcomes.push(Ok(placed));
             continue;
@@ -185,10 +191,12 @@ async fn place_batch(
         let customers: Vec<&str> = fresh.iter().map(|o| o.customer_id.as_str()).collect();
         let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
         let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
+        let traces: Vec<Option<&str>> = fresh.iter().map(|o| o.traceparent.as_deref()).collect();
         let (insert_orders, insert_messages, notify) = futures::try_join!(
             tx.prepare_cached(
-                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
-                 SELECT id, c, 'placed', i::jsonb, $4, $4 FROM unnest($1::uuid[], $2::text[], $3::text[]) AS t(id, c, i)",
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent)
+                 SELECT id, c, 'placed', i::jsonb, $4, $4, tp
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[]) AS t(id, c, i, tp)",
             ),
             tx.prepare_cached(
                 "INSERT INTO messages (queue, routing_key, body) SELECT $1, $2, b FROM unnest($3::text[]) AS t(b)"
@@ -197,7 +205,7 @@ async fn place_batch(
         )
         .map_err(db_err)?;
         // Sent together: the three statements are pipelined on the connection.
-        let order_args: [&(dyn ToSql + Sync); 4] = [&ids, &customers, &items, &now];
+        let order_args: [&(dyn ToSql + Sync); 5] = [&ids, &customers, &items, &now, &traces];
         let message_args: [&(dyn ToSql + Sync); 3] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies];
         futures::try_join!(
             tx.execute(&insert_orders, &order_args),
@@ -216,11 +224,17 @@ async fn place_batch(
 }
 
 fn hash_of(o: &PreparedOrder) -> &str {
-    o.idempotency.as_ref().map(|(_, h)| h.as_str()).unwrap_or_default()
+    o.idempotency.as_ref().map(|(_, h, _)| h.as_str()).unwrap_or_default()
+}
+
+/// How long the key of a keyed order holds.
+fn ttl_of(o: &PreparedOrder) -> std::time::Duration {
+    o.idempotency.as_ref().map(|(_, _, ttl)| *ttl).unwrap_or_default()
 }
 
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at";
+    "id, customer_id, status, reason, items::text, created_at, updated_at, reserved_at, completed_at, rejected_at, \
+     traceparent";
 
 fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
     let bad = |what: &str, e: String| StoreError::Other(anyhow::anyhow!("order row has a bad {what}: {e}"));
@@ -244,6 +258,7 @@ fn order_from_row(r: &Row) -> Result<OrderView, StoreError> {
         created_at: format_millis(created_at),
         updated_at: format_millis(r.try_get(6).map_err(db_err)?),
         history,
+        trace_id: crate::store::trace_id_of(r.try_get(10).map_err(db_err)?),
     })
 }
 

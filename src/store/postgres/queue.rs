@@ -129,7 +129,15 @@ pub(super) async fn consume(
             Handled::Duplicate => delete.push(id),
             Handled::Retry(reason) => {
                 let attempts = attempts + 1;
-                tracing::warn!(consumer, message_id = id, attempts, %reason, "event not applied");
+                tracing::warn!(
+                    consumer,
+                    message_id = id,
+                    order_id = %event.order_id,
+                    trace_id = event.trace_id().map(tracing::field::display),
+                    attempts,
+                    %reason,
+                    "event not applied"
+                );
                 match policy.after_failure(attempts.max(0) as u32) {
                     Reject::RetryAfter(delay) => {
                         retry_ids.push(id);

@@ -109,7 +109,7 @@ mod tests {
     fn order() -> PlaceOrder {
         let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
         let order = NewOrder::new(CustomerId::parse("c1").unwrap(), items).unwrap();
-        PlaceOrder { id: OrderId::new(), order, idempotency: None }
+        PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None }
     }
 
     /// Orders in the database file alone, as a copy of it without the WAL sees them.

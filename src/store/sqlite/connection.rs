@@ -115,6 +115,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite-2.sql"),
     include_str!("../migrations/sqlite-3.sql"),
     include_str!("../migrations/sqlite-4.sql"),
+    include_str!("../migrations/sqlite-5.sql"),
+    include_str!("../migrations/sqlite-6.sql"),
 ];
 
 /// Brings the schema up to date, one version per transaction. The version is

@@ -81,7 +81,9 @@ pub(super) fn reserve(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Re
 }
 
 /// Records a notification for each inventory outcome and completes reserved
-/// orders. The notifications table, keyed by event id, is the inbox.
+/// orders. The notifications table, keyed by event id, is the inbox; and an
+/// order no longer in the status the event applies to (`applies_to`) has had
+/// it, so nothing is recorded for it, even once its inbox entry is pruned.
 pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Result<Vec<Handled>, StoreError> {
     let now = now_millis();
     let mut outcomes = Vec::with_capacity(events.len());
@@ -90,6 +92,20 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             outcomes.push(Handled::Retry("the notifier does not handle OrderPlaced".into()));
             continue;
         };
+        // The common path (a reserved order completing) moves the order first
+        // and reads nothing; a rejection, rarer, reads the order's status.
+        let applies = if event.event_type == EventType::InventoryReserved {
+            transition(conn, event.order_id, Status::Reserved, Status::Completed, None, now)?
+        } else {
+            status_of(conn, event.order_id)? == Some(event.event_type.applies_to())
+        };
+        if !applies {
+            outcomes.push(match status_of(conn, event.order_id)? {
+                None => Handled::Retry(format!("order {} not found", event.order_id)),
+                Some(_) => Handled::Duplicate,
+            });
+            continue;
+        }
         let (mut event_buf, mut order_buf) = ([0; 36], [0; 36]);
         let event_id = uuid_text(event.event_id, &mut event_buf);
         let order_id = uuid_text(event.order_id.as_uuid(), &mut order_buf);
@@ -97,20 +113,9 @@ pub(super) fn notify(conn: &Writer<'_>, consumer: &str, events: &[Event]) -> Res
             .stmt(Hot::InsertNotification)
             .and_then(|mut s| s.execute(params![event_id, order_id, consumer, kind, message, now]))
             .map_err(db_err)?;
-        if inserted == 0 {
-            outcomes.push(Handled::Duplicate);
-            continue;
-        }
-        let completed = event.event_type == EventType::InventoryReserved
-            && transition(conn, event.order_id, Status::Reserved, Status::Completed, None, now)?;
-        if !completed && status_of(conn, event.order_id)?.is_none() {
-            conn.prepare_cached("DELETE FROM notifications WHERE event_id = ?1")
-                .and_then(|mut s| s.execute([&event_id]))
-                .map_err(db_err)?;
-            outcomes.push(Handled::Retry(format!("order {} not found", event.order_id)));
-            continue;
-        }
-        outcomes.push(Handled::Done);
+        // A completion always records a new notification (the order was
+        // `reserved` until now), so only a rejection can be a duplicate here.
+        outcomes.push(if inserted == 0 { Handled::Duplicate } else { Handled::Done });
     }
     Ok(outcomes)
 }

@@ -17,6 +17,7 @@ mod checkpoint;
 mod connection;
 mod effects;
 mod orders;
+mod prune;
 mod queue;
 mod recent;
 mod statements;

@@ -4,7 +4,7 @@ use super::queue::Queue;
 use super::recent::Kept;
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
-use crate::domain::{format_millis, now_millis, Event, LineItem, OrderId, Status};
+use crate::domain::{format_millis, key_holds, now_millis, Event, LineItem, OrderId, Status};
 use crate::messaging::queue_for;
 use crate::store::{
     NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
@@ -69,12 +69,13 @@ pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>
 pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, StoreError> {
     let now = now_millis();
     let id = p.id.to_string();
-    if let Some((key, hash)) = &p.idempotency {
+    if let Some((key, hash, ttl)) = &p.idempotency {
         let seen: Option<(String, String, i64)> = conn
             .prepare_cached("SELECT request_hash, order_id, created_at FROM idempotency_keys WHERE key = ?1")
             .and_then(|mut s| s.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
             .map_err(db_err)?;
-        if let Some((seen_hash, order_id, created_at)) = seen {
+        // A key past its time to live is unknown, pruned or not: its row is replaced.
+        if let Some((seen_hash, order_id, created_at)) = seen.filter(|(_, _, at)| key_holds(*at, now, *ttl)) {
             if seen_hash != *hash {
                 return Err(StoreError::IdempotencyConflict);
             }
@@ -82,20 +83,23 @@ pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, Store
             return Ok(Placed { id, created_at, replayed: true });
         }
         conn.prepare_cached(
-            "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO UPDATE SET request_hash = excluded.request_hash, order_id = excluded.order_id,
+                 created_at = excluded.created_at",
         )
         .and_then(|mut s| s.execute(params![key, hash, id, now]))
         .map_err(db_err)?;
     }
     conn.stmt(Hot::InsertOrder)
-        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now]))
+        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now, p.traceparent]))
         .map_err(db_err)?;
     enqueue_json(conn, p.placed, p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 
 const ORDER_COLUMNS: &str =
-    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at";
+    "id, customer_id, status, reason, items, created_at, updated_at, reserved_at, completed_at, rejected_at, \
+     traceparent";
 
 fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
     let bad = |i, e: String| rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, e.into());
@@ -111,6 +115,7 @@ fn order_from_row(r: &Row<'_>) -> rusqlite::Result<OrderView> {
         created_at: format_millis(r.get(5)?),
         updated_at: format_millis(r.get(6)?),
         history: history_from_row(r)?,
+        trace_id: crate::store::trace_id_of(r.get(10)?),
     })
 }
 

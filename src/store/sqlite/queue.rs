@@ -195,7 +195,15 @@ pub(super) fn settle(
             }
             Handled::Retry(reason) => {
                 let attempts = attempts + 1;
-                tracing::warn!(consumer, message_id = id, attempts, %reason, "event not applied");
+                tracing::warn!(
+                    consumer,
+                    message_id = id,
+                    order_id = %event.order_id,
+                    trace_id = event.trace_id().map(tracing::field::display),
+                    attempts,
+                    %reason,
+                    "event not applied"
+                );
                 match policy.after_failure(attempts) {
                     Reject::RetryAfter(delay) => {
                         conn.prepare_cached(
@@ -393,7 +401,7 @@ mod tests {
         for customer in ["c1", "c2", "c3"] {
             let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(2).unwrap() }];
             let order = NewOrder::new(CustomerId::parse(customer).unwrap(), items).unwrap();
-            let prepared = PreparedOrder::new(PlaceOrder { id: OrderId::new(), order, idempotency: None });
+            let prepared = PreparedOrder::new(PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None });
             placed.push(prepared.placed.clone());
             super::super::orders::place(&writer, prepared).unwrap();
         }

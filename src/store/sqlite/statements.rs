@@ -43,8 +43,8 @@ impl Hot {
     fn sql(self) -> &'static str {
         match self {
             Hot::InsertOrder => {
-                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at)
-                 VALUES (?1, ?2, 'placed', ?3, ?4, ?4)"
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent)
+                 VALUES (?1, ?2, 'placed', ?3, ?4, ?4, ?5)"
             }
             Hot::EnqueueOrderEvents => "INSERT INTO queue_order_events (id, routing_key, body) VALUES (?1, ?2, ?3)",
             Hot::EnqueueInventoryEvents => {

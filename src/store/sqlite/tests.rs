@@ -186,7 +186,7 @@ async fn a_batch_of_many_parts_is_applied_and_settled_whole() {
 fn order() -> PlaceOrder {
     let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
     let order = NewOrder::new(CustomerId::parse("c1").unwrap(), items).unwrap();
-    PlaceOrder { id: OrderId::new(), order, idempotency: None }
+    PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None }
 }
 
 /// The ids of every queued message, in order.

@@ -6,7 +6,7 @@ use crate::domain::{now_millis, Event, OrderId, Status};
 use crate::messaging::{DeadLetter, Publisher, RetryPolicy};
 use crate::store::{
     Consumed, Effect, Handled, OrderFilter, OrderPage, OrderView, PipelineStats, PlaceOrder, Placed, PreparedOrder,
-    QueueStore, StockLevel, Store, StoreError,
+    Prunable, QueueStore, StockLevel, Store, StoreError,
 };
 use async_trait::async_trait;
 use tokio::sync::watch;
@@ -105,6 +105,10 @@ impl Store for SqliteStore {
             return Err(StoreError::Unavailable("writer has stopped".into()));
         }
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(db_err)).await
+    }
+
+    async fn prune(&self, table: Prunable, cutoff: i64, max: usize) -> Result<u64, StoreError> {
+        self.prune_batch(table, cutoff, max).await
     }
 }
 
