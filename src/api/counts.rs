@@ -99,7 +99,7 @@ mod tests {
         assert_eq!(placed(&counts.get(&store).await.unwrap()), 0);
         let items = vec![LineItem { sku: Sku::parse("tea").unwrap(), quantity: Quantity::parse(1).unwrap() }];
         let order = NewOrder::new(CustomerId::parse("c1").unwrap(), items).unwrap();
-        store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None }).await.unwrap();
+        store.place_order(PlaceOrder { id: OrderId::new(), order, idempotency: None, trace: None }).await.unwrap();
         let stats = counts.get(&store).await.unwrap();
         assert_eq!((placed(&stats), stats.queued_messages), (1, 1));
     }
