@@ -6,6 +6,7 @@
 //! process drains before it stops, so one stops sending traffic to a replica
 //! that is about to close.
 
+use super::counts::Counts;
 use super::responses::Shed;
 use super::schema::{Health, NotReady, Readiness};
 use super::AppState;
@@ -16,6 +17,7 @@ use crate::telemetry::seconds_since;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
@@ -94,9 +96,9 @@ pub(super) async fn ready(State(state): State<AppState>) -> Response {
         Shed
     )
 )]
-pub(super) async fn metrics(State(state): State<AppState>) -> Response {
-    let (stats, waiting) = tokio::join!(state.store.stats(), state.broker.waiting_since());
-    if let Ok(stats) = stats {
+pub(super) async fn metrics(State(state): State<AppState>, Extension(counts): Extension<Counts>) -> Response {
+    let (stats, waiting) = tokio::join!(counts.get(&state.store), state.broker.waiting_since());
+    if let Some(stats) = stats {
         // Every status, so a count that drops to zero is not left at its last value.
         for status in Status::ALL.map(Status::as_str) {
             let n = stats.orders_by_status.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n);

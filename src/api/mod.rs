@@ -5,6 +5,7 @@ mod auth;
 mod caller;
 mod compat;
 mod connections;
+mod counts;
 mod dashboard;
 mod docs;
 mod error;
@@ -149,6 +150,8 @@ pub fn router(state: AppState) -> Router {
         .load_shed()
         .concurrency_limit(max_in_flight)
         .layer(TraceLayer::new_for_http())
+        // One per process: `/metrics` counts the tables at a bounded cost.
+        .layer(axum::Extension(counts::Counts::default()))
         .layer(DefaultBodyLimit::max(orders::MAX_BODY))
         // A body that stalls this long fails to read; `POST /orders` answers 408.
         .layer(RequestBodyTimeoutLayer::new(body_timeout))

@@ -155,7 +155,7 @@ async fn bad_reads_are_4xx() {
         ("/orders?limit=0", 400, "invalid_limit"),
         ("/orders?limit=1001", 400, "invalid_limit"),
         ("/orders?limit=ten", 400, "invalid_limit"),
-        ("/orders?status=shipped", 400, "invalid_status"),
+        ("/orders?status=delivered", 400, "invalid_status"),
         ("/orders?status=", 400, "invalid_status"),
         ("/orders?limit=", 400, "invalid_limit"),
         ("/orders?cursor=garbage", 400, "invalid_cursor"),
