@@ -149,7 +149,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
     // already be scraped (and a script that asked for port 0 learns where).
     let metrics_listener = match roles.api {
         true => None,
-        false => Some(bind(args.listen, "metrics").await?),
+        false => Some(bind(args.listen(false), "metrics").await?),
     };
     let retry = RetryPolicy { max_attempts: common.max_attempts, base: args.retry_base() };
     services::pruner::check_inbox_window(
@@ -188,7 +188,7 @@ pub async fn serve(common: &Common, args: &ServeArgs, roles: Roles, shutdown: Sh
         tasks.spawn(api::serve_metrics(listener, metrics.clone(), clients, stop.clone()));
     }
     if roles.api {
-        let listener = bind(args.listen, "API").await?;
+        let listener = bind(args.listen(true), "API").await?;
         let live = crate::live::Hub::new(store.clone(), args.max_streams);
         tasks.spawn({
             let (live, stop) = (live.clone(), stop.clone());

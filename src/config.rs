@@ -155,10 +155,12 @@ impl Command {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
-    /// Address the HTTP API listens on (port 0 picks a free port); a worker
-    /// serves its `/metrics` and `/health` there.
-    #[arg(long, env = "ORDERFLOW_LISTEN", default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
+    /// Address the HTTP API listens on, `127.0.0.1:8080` unless given (port 0
+    /// picks a free port). A worker (`relay`, `inventory`, `notifier`) serves
+    /// its `/metrics` and `/health` there, on a free port unless given, so
+    /// several workers on one host need no flags; each prints `listening on ADDR`.
+    #[arg(long, env = "ORDERFLOW_LISTEN")]
+    pub listen: Option<SocketAddr>,
     /// Most events a worker takes at once and applies in one transaction (with SQLite, one per 32).
     #[arg(long, env = "ORDERFLOW_BATCH_SIZE", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub batch_size: u32,
@@ -254,6 +256,12 @@ pub enum AuthMode {
 }
 
 impl ServeArgs {
+    /// Where the process listens: the API on 8080 by default, a worker on any free port.
+    pub fn listen(&self, api: bool) -> SocketAddr {
+        let port = if api { 8080 } else { 0 };
+        self.listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
     pub fn retry_base(&self) -> Duration {
         Duration::from_millis(self.retry_base_ms)
     }
