@@ -84,7 +84,8 @@ macro_rules! suite {
 pub(crate) use suite;
 
 // The webhook delivery queue's part of the suite.
-pub use super::contract_webhooks::*;
+mod webhooks;
+pub use webhooks::*;
 
 pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &str)>) -> PlaceOrder {
     let items = items

@@ -12,8 +12,6 @@
 
 #[cfg(test)]
 pub(crate) mod contract;
-#[cfg(test)]
-mod contract_webhooks;
 mod postgres;
 mod sqlite;
 mod webhooks;

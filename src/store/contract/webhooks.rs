@@ -1,12 +1,12 @@
 //! What every store promises about the webhook delivery queue (part of the
-//! contract suite, `contract.rs`): a delivery is queued with its
+//! contract suite, `../contract.rs`): a delivery is queued with its
 //! notification and only then, a claimed delivery is nobody else's until
 //! its lease ends, and settling deletes, postpones or dead-letters it.
 
-use super::contract::{drain, order, Fixture};
-use super::{Effect, WebhookOutcome};
+use super::{drain, order, Fixture};
 use crate::domain::now_millis;
 use crate::messaging::{QUEUE_INVENTORY_EVENTS, QUEUE_ORDER_EVENTS};
+use crate::store::{Effect, WebhookOutcome};
 use std::collections::HashSet;
 use std::time::Duration;
 
