@@ -4,7 +4,7 @@
 //! Redis the script starts a `redis-server` of the cluster's own, on a free
 //! port, and stops it with the rest.
 
-use crate::helpers::{Env, BIN};
+use crate::helpers::{Env, BIN, OPERATOR_TOKEN};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
@@ -75,6 +75,7 @@ impl Cluster {
             .env("ORDERFLOW_DATABASE_URL", &self.database_url)
             .env("ORDERFLOW_BROKER_URL", &self.broker_url)
             .env("ORDERFLOW_BIN", BIN)
+            .env("ORDERFLOW_OPERATOR_TOKEN", OPERATOR_TOKEN)
             .output()
             .expect("scripts/cluster");
         assert!(

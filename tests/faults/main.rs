@@ -3,7 +3,8 @@
 //! RabbitMQ or Redis Streams), one fault injected per scenario. After each,
 //! once the system is idle, it checks what a user would: no accepted order
 //! lost, none reserved twice, stock conserved, only the poison messages in
-//! the DLQ, and prints a table row. Faults really kill processes and stop the
+//! the DLQ, cancelled orders hold no stock and shipped stock is gone for
+//! good, and prints a table row. Faults really kill processes and stop the
 //! machine's servers with their own commands, so this binary runs its tests
 //! one at a time. Each broker has its test (`fault_suite`,
 //! `redis_fault_suite`); `ORDERFLOW_FAULT_ONLY` runs only the scenarios whose
@@ -239,6 +240,14 @@ async fn run_suite(topology: Topology, faults: &[Fault]) {
         assert_eq!(row.lost, 0, "{}: accepted orders lost", row.scenario);
         assert_eq!(row.reserved_twice, 0, "{}: stock reserved twice", row.scenario);
         assert!(row.stock_conserved, "{}: stock not conserved", row.scenario);
+        assert_eq!(row.cancelled_holding, 0, "{}: cancelled orders still hold stock", row.scenario);
+        assert!(
+            tally.move_failures.is_empty(),
+            "{}: cancels or shipments failed: {:?}",
+            row.scenario,
+            tally.move_failures
+        );
+        assert!(row.cancelled > 0 && row.shipped > 0, "{}: nothing cancelled or shipped", row.scenario);
         assert_eq!(row.duplicate_retries, 0, "{}: a retried key made a second order", row.scenario);
         assert_eq!(row.dead_letters, expected_dead, "{}: dead letters", row.scenario);
         assert!(row.accepted > 0, "{}: no order was accepted", row.scenario);
