@@ -14,6 +14,9 @@
 //!
 //! Anything else, and any request without an answer within 5 s, is an error.
 //! It prints one line: `sent N ok N errors N p50_ms X p99_ms X max_ms X`.
+//! With `PACED_SERIES=FILE` it also writes, for each second of the run, the
+//! p50, p99 and max of the requests due in it (`second p50_ms p99_ms max_ms`),
+//! to see when the slow ones were.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -92,14 +95,18 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
-            latencies.lock().unwrap().push(took);
+            latencies.lock().unwrap().push((due - start, took));
         });
         // Reap the finished ones as we go, so the set stays as small as the
         // requests in flight.
         while tasks.try_join_next().is_some() {}
     }
     while tasks.join_next().await.is_some() {}
-    let mut all = latencies.lock().unwrap().clone();
+    let samples = latencies.lock().unwrap().clone();
+    if let Ok(file) = std::env::var("PACED_SERIES") {
+        std::fs::write(file, series(&samples))?;
+    }
+    let mut all: Vec<Duration> = samples.iter().map(|(_, took)| *took).collect();
     all.sort();
     let pct = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)));
     let ms = |d: Option<&Duration>| d.map_or(0.0, |d| d.as_secs_f64() * 1000.0);
@@ -113,4 +120,26 @@ async fn main() -> anyhow::Result<()> {
         ms(all.last())
     );
     Ok(())
+}
+
+/// `second p50_ms p99_ms max_ms` for each second of the run, by when each
+/// request was due.
+fn series(samples: &[(Duration, Duration)]) -> String {
+    let mut by_second: Vec<Vec<Duration>> = Vec::new();
+    for (due, took) in samples {
+        let second = due.as_secs() as usize;
+        if by_second.len() <= second {
+            by_second.resize(second + 1, Vec::new());
+        }
+        by_second[second].push(*took);
+    }
+    let mut out = String::new();
+    for (second, mut took) in by_second.into_iter().enumerate() {
+        took.sort();
+        let at = |p: f64| took[((took.len() as f64 * p) as usize).min(took.len() - 1)].as_secs_f64() * 1000.0;
+        if !took.is_empty() {
+            out += &format!("{second} {:.1} {:.1} {:.1}\n", at(0.5), at(0.99), at(1.0));
+        }
+    }
+    out
 }
