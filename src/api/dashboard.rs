@@ -1,8 +1,9 @@
 //! `GET /`: the dashboard. Orders per status and per second, the newest
 //! orders live (through `GET /events`), the pipeline's queue and dead
 //! letters, a form to place a test order, each order's timeline
-//! (`/#/orders/ID`), and, once the operator enters the token, dead letters
-//! and stock with their actions (`/admin/…`). A customer's token (`--auth
+//! (`/#/orders/ID`) with Cancel while the order allows it, and, once the
+//! operator enters the token, Ship for a completed order, dead letters and
+//! stock with their actions (`/admin/…`). A customer's token (`--auth
 //! jwt`) shows that customer's orders; the live stream is then read with
 //! `fetch()` (`sse.js`), which can send the token, as EventSource cannot.
 //!

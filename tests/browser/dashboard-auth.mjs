@@ -3,7 +3,9 @@
 // customer's token (HS256, signed here with ORDERFLOW_JWT_SECRET) it shows
 // that customer only, none of another's orders, no operator parts, and an
 // order placed through the form reaches `completed` on the page without a
-// reload, which only the live stream read with fetch() can show. Run by
+// reload, which only the live stream read with fetch() can show. On that
+// order's page the customer is offered Cancel, not Ship (the operator's),
+// and cancels it: the page and the API both say `cancelled`. Run by
 // scripts/browser-check, which starts the server and places the other
 // customer's orders.
 import { chromium } from "playwright-core";
@@ -58,6 +60,23 @@ try {
   if (!customers.length || customers.some((c) => c !== me)) throw new Error("the list shows: " + customers);
   await page.click(`tr[data-order="${id}"] a`);
   await page.waitForSelector("#timeline li[data-status=completed]", { timeout: 10000 });
+
+  // Their own order: Cancel is theirs to use, Ship is not.
+  if (!(await page.isVisible("#cancel-order"))) throw new Error("a customer is not offered Cancel on their order");
+  if (await page.isVisible("#ship-order")) throw new Error("a customer is offered Ship");
+  await page.click("#cancel-order");
+  await page.waitForSelector("#order-title .status.cancelled", { timeout: 10000 });
+  await page.waitForSelector("#timeline li[data-status=cancelled]", { timeout: 10000 });
+  if (await page.isVisible("#cancel-order")) throw new Error("a cancelled order is still offered Cancel");
+  const said = await page.textContent("#move-result");
+  if (said) throw new Error("the page says: " + said);
+  const response = await fetch(`${url}/orders/${id}`, { headers: { Authorization: "Bearer " + token } });
+  const order = await response.json();
+  if (order.status !== "cancelled") throw new Error("the API says the order is " + order.status);
+  // Ship is the operator's: the server refuses the customer's token too.
+  const ship = await fetch(`${url}/admin/orders/${id}/ship`, { method: "POST", headers: { Authorization: "Bearer " + token } });
+  if (ship.status !== 401 && ship.status !== 403) throw new Error("a customer's ship answered " + ship.status);
+  console.log(`the customer cancelled order ${id} from its page, offered no Ship`);
   await page.screenshot({ path: shot });
 } catch (e) {
   await page.screenshot({ path: shot }).catch(() => {});

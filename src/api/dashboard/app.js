@@ -44,7 +44,10 @@ async function api(path, options = {}) {
   const text = await response.text();
   const body = text && response.headers.get("content-type")?.includes("json") ? JSON.parse(text) : text;
   if (response.status === 401 && !token()) throw new Error(NEEDS_TOKEN);
-  if (!response.ok) throw new Error(body?.error?.message || response.status + " " + response.statusText);
+  if (!response.ok) {
+    const message = body?.error?.message || response.status + " " + response.statusText;
+    throw Object.assign(new Error(message), { status: response.status, code: body?.error?.code });
+  }
   return body;
 }
 const time = (at) => at ? new Date(at).toLocaleTimeString() : "";
@@ -171,7 +174,7 @@ async function refreshOperator() {
   if (!on) return;
   try {
     const [stock, letters] = await Promise.all([api("/admin/stock"), api("/admin/dead-letters?limit=50")]);
-    $("stock").replaceChildren(...stock.stock.map((s) => el("tr", {}, el("td", {}, s.sku), el("td", {}, String(s.available)), el("td", {}, String(s.reserved)), el("td", {}, String(s.shipped)))));
+    $("stock").replaceChildren(...stock.stock.map((s) => el("tr", { "data-sku": s.sku }, el("td", {}, s.sku), el("td", {}, String(s.available)), el("td", {}, String(s.reserved)), el("td", {}, String(s.shipped)))));
     $("letters").replaceChildren(...letters.dead_letters.map(letterRow));
   } catch (err) { fail(err.message); }
 }
@@ -230,6 +233,7 @@ async function showOrder(id) {
   try {
     const o = await api("/orders/" + encodeURIComponent(id));
     $("order-title").replaceChildren("Order ", el("code", {}, o.order_id), " ", statusCell(o.status));
+    showMoves(o.status);
     const facts = [["customer", o.customer_id], ["items", o.items.map((i) => i.quantity + " × " + i.sku).join(", ")],
       ["created", o.created_at], ["updated", o.updated_at]];
     if (o.reason) facts.push(["reason", o.reason]);
@@ -252,23 +256,47 @@ async function showOrder(id) {
     }
   } catch (err) { fail(err.message); }
 }
-// The operator's moves on the order shown: both answer the order as it now stands.
-async function move(path) {
+// The moves on the order shown, offered only where the lifecycle allows
+// them (docs/operations.md#cancelling-and-shipping-orders): Cancel until the
+// order ships, to anyone the server lets read it (the server checks who
+// may); Ship for a completed order, to the operator. A move the server
+// still refuses (409: the page was behind, the order moved meanwhile) is
+// said beside the buttons, and the order is read again as it now stands.
+const CANCELLABLE = ["placed", "reserved", "completed"];
+function showMoves(status) {
+  $("cancel-order").hidden = !CANCELLABLE.includes(status);
+  $("ship-order").hidden = !(token() && !customer() && status === "completed");
+}
+async function move(verb, path) {
   const id = location.hash.slice("#/orders/".length);
+  const buttons = [$("cancel-order"), $("ship-order")];
+  $("move-result").textContent = ""; $("move-result").className = "";
+  buttons.forEach((b) => { b.disabled = true; });
   try {
     await api(path.replace("ID", encodeURIComponent(id)), { method: "POST" });
-    showOrder(id);
-  } catch (err) { fail(err.message); }
+  } catch (err) {
+    const outcome = err.status === 409 ? " refused: " : " failed: ";
+    $("move-result").textContent = verb + outcome + err.message + (err.code ? " (" + err.code + ")" : "");
+    $("move-result").className = "refused";
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+  await showOrder(id);
 }
-$("cancel-order").addEventListener("click", () => move("/orders/ID/cancel"));
-$("ship-order").addEventListener("click", () => move("/admin/orders/ID/ship"));
+$("cancel-order").addEventListener("click", () => move("Cancel", "/orders/ID/cancel"));
+$("ship-order").addEventListener("click", () => move("Ship", "/admin/orders/ID/ship"));
 
 function route() {
   const m = location.hash.match(/^#\/orders\/([0-9a-f-]{36})$/);
   $("home").hidden = !!m; $("order").hidden = !m;
+  // Nothing is offered until the order is read; nothing said about another.
+  showMoves(null);
+  $("move-result").textContent = ""; $("move-result").className = "";
   if (m) showOrder(m[1]);
 }
-window.addEventListener("hashchange", route);
+// Back on the list, the stock and dead letters are read at once, not at the
+// next poll: a move just made on an order's page shows there.
+window.addEventListener("hashchange", () => { route(); if ($("order").hidden) refreshOperator(); });
 
 showWho();
 route();
