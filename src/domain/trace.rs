@@ -114,18 +114,29 @@ fn hex<const N: usize>(digits: &[u8]) -> Option<[u8; N]> {
     Some(out)
 }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
+/// Lowercase hex digits of `bytes` into `out` (twice as long), as ASCII.
+fn encode_hex(bytes: &[u8], out: &mut [u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = DIGITS[usize::from(b >> 4)];
+        pair[1] = DIGITS[usize::from(b & 0xf)];
+    }
+}
+
+/// Writes ASCII built by `encode_hex`: one write instead of one per byte,
+/// since a trace is written on every request, row and event.
+fn write_ascii(f: &mut fmt::Formatter<'_>, ascii: &[u8]) -> fmt::Result {
+    f.write_str(std::str::from_utf8(ascii).map_err(|_| fmt::Error)?)
 }
 
 /// Always version 00, the only one this side writes.
 impl fmt::Display for TraceParent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("00-")?;
-        write_hex(f, &self.trace_id)?;
-        f.write_str("-")?;
-        write_hex(f, &self.parent_id)?;
-        write!(f, "-{:02x}", self.flags)
+        let mut text = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        encode_hex(&self.trace_id, &mut text[3..35]);
+        encode_hex(&self.parent_id, &mut text[36..52]);
+        encode_hex(&[self.flags], &mut text[53..55]);
+        write_ascii(f, &text)
     }
 }
 
@@ -137,7 +148,9 @@ impl fmt::Debug for TraceParent {
 
 impl fmt::Display for TraceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.0)
+        let mut text = [0; 32];
+        encode_hex(&self.0, &mut text);
+        write_ascii(f, &text)
     }
 }
 
