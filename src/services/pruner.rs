@@ -3,10 +3,11 @@
 //!
 //! Each role prunes what it writes: the API the idempotency keys, the
 //! inventory service its inbox, the notifier the notifications (its inbox);
-//! `run` all three. Every `--prune-interval` a pass deletes, table by table,
-//! batches of `BATCH` rows older than the window, pausing between batches,
-//! until a batch comes back short: no statement holds locks (or SQLite's one
-//! writer) for long, and processes pruning together take different rows.
+//! `run` all three. Every `--prune-interval` a pass deletes batches of
+//! `BATCH` rows older than the window, a batch of each table in turn,
+//! pausing between rounds, until every batch comes back short: no statement holds locks (or
+//! SQLite's one writer) for long, and processes pruning together take
+//! different rows.
 //!
 //! The inbox window must outlast every redelivery, or a late copy of an
 //! event would find its entry gone and be applied again: `check_inbox_window`
@@ -14,23 +15,21 @@
 
 use crate::domain::{cutoff, now_millis};
 use crate::messaging::RetryPolicy;
-use crate::store::{Prunable, Store, StoreError};
+use crate::store::{Prunable, Store};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Rows one statement deletes at most.
 pub const BATCH: usize = 1000;
-/// The pause between two batches of a pass, which leaves the database (and
-/// SQLite's writer) to the orders most of the time while a backlog is pruned.
-const PAUSE: Duration = Duration::from_millis(50);
+/// The shortest pause between two rounds of batches.
+const MIN_PAUSE: Duration = Duration::from_millis(5);
 /// How long a message held by a consumer that vanished stays with it when
 /// nothing but the network tells: PostgreSQL's keepalives and RabbitMQ's
 /// heartbeat both notice a lost peer within a minute.
 const LOST_PEER: Duration = Duration::from_secs(60);
 
 /// Prunes `tables`, each past its window, every `interval` until `shutdown`.
-/// A failed pass is logged and tried again at the next interval.
 pub async fn run(
     store: Arc<dyn Store>,
     tables: Vec<(Prunable, Duration)>,
@@ -38,11 +37,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     loop {
-        for (table, window) in &tables {
-            if let Err(e) = prune(store.as_ref(), table, *window, &shutdown).await {
-                tracing::warn!(table = table.table(), error = %e, "pruning failed; trying again later");
-            }
-        }
+        pass(store.as_ref(), &tables, &shutdown).await;
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.cancelled() => return Ok(()),
@@ -50,26 +45,35 @@ pub async fn run(
     }
 }
 
-/// Deletes the rows of `table` older than `window`, a batch at a time, and
-/// returns how many went.
-pub async fn prune(
-    store: &dyn Store,
-    table: &Prunable,
-    window: Duration,
-    shutdown: &CancellationToken,
-) -> Result<u64, StoreError> {
-    let cutoff = cutoff(now_millis(), window);
-    let mut total = 0;
+/// One pass: rounds of a batch from each table, each past a cutoff taken
+/// anew, with a pause as long as the round took, until a round finds every
+/// table's batch short. Every table has a batch in every round, so a pile
+/// in one does not hold up the others, and rows that outlive their window
+/// while a pile goes are taken in the same pass. The pause gives pruning at
+/// most half of the database's time, enough to keep up with old rows that
+/// come as fast as a drained backlog leaves them. A failed batch is logged
+/// and tried again in the next round or pass.
+async fn pass(store: &dyn Store, tables: &[(Prunable, Duration)], shutdown: &CancellationToken) {
     loop {
-        let deleted = store.prune(table.clone(), cutoff, BATCH).await?;
-        metrics::counter!(crate::telemetry::catalog::PRUNED_ROWS, "table" => table.table()).increment(deleted);
-        total += deleted;
-        if deleted < BATCH as u64 {
-            return Ok(total);
+        let began = Instant::now();
+        let now = now_millis();
+        let mut more = false;
+        for (table, window) in tables {
+            match store.prune(table.clone(), cutoff(now, *window), BATCH).await {
+                Ok(deleted) => {
+                    metrics::counter!(crate::telemetry::catalog::PRUNED_ROWS, "table" => table.table())
+                        .increment(deleted);
+                    more |= deleted == BATCH as u64;
+                }
+                Err(e) => tracing::warn!(table = table.table(), error = %e, "pruning failed; trying again later"),
+            }
+        }
+        if !more {
+            return;
         }
         tokio::select! {
-            _ = tokio::time::sleep(PAUSE) => {}
-            _ = shutdown.cancelled() => return Ok(total),
+            _ = tokio::time::sleep(began.elapsed().max(MIN_PAUSE)) => {}
+            _ = shutdown.cancelled() => return,
         }
     }
 }

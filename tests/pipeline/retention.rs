@@ -135,6 +135,50 @@ async fn short_windows_prune_and_expire() {
     assert_eq!(view["status"], "completed", "the order itself is kept");
 }
 
+/// Old rows piled up in all three tables, several batches each (as after a
+/// drained backlog): one pass takes them all, the tables in turn, and keeps
+/// every row still inside its window.
+#[tokio::test]
+async fn a_pile_of_old_rows_goes_from_every_table_and_the_young_stay() {
+    const OLD: usize = 2_500;
+    let env = Env::embedded();
+    env.set_stock("tea", 1);
+    let many = format!("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD}) SELECT");
+    // Event ids that sort below any made since 1970, and keys made at 0 ms.
+    let old_id = "'00000000-0000-7000-8000-' || printf('%012d', i)";
+    env.sql(&format!("INSERT INTO inbox (consumer, event_id, processed_at) {many} 'inventory', {old_id}, 0 FROM n"));
+    env.sql(&format!(
+        "INSERT INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
+         {many} {old_id}, 'o', 'notifier', 'confirmed', 'm', 0 FROM n"
+    ));
+    env.sql(&format!(
+        "INSERT INTO idempotency_keys (key, request_hash, order_id, created_at) {many} 'old-' || i, 'h', 'o', 0 FROM n"
+    ));
+    let young = uuid::Uuid::now_v7().to_string();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis();
+    env.sql(&format!("INSERT INTO inbox (consumer, event_id, processed_at) VALUES ('inventory', '{young}', {now})"));
+    env.sql(&format!(
+        "INSERT INTO notifications (event_id, order_id, consumer, kind, message, sent_at)
+         VALUES ('{young}', 'o', 'notifier', 'confirmed', 'm', {now})"
+    ));
+    env.sql(&format!("INSERT INTO idempotency_keys VALUES ('young', 'h', 'o', {now})"));
+
+    let windows = ["--idempotency-key-ttl", "1h", "--inbox-retention", "1h", "--prune-interval", "1h"];
+    let server = Server::start(&env, "run", &windows).await;
+    let counts = "SELECT (SELECT count(*) FROM inbox) || ' ' || (SELECT count(*) FROM notifications)
+                  || ' ' || (SELECT count(*) FROM idempotency_keys)";
+    // The first pass runs at start; the next would come an hour later.
+    eventually(SETTLE, "every old row pruned", || async { env.sql(counts) == "1 1 1" }).await;
+    assert_eq!(env.sql("SELECT event_id FROM inbox"), young);
+    assert_eq!(env.sql("SELECT event_id FROM notifications"), young);
+    assert_eq!(env.sql("SELECT key FROM idempotency_keys"), "young");
+    let text = server.client.http.get(server.client.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for table in ["inbox", "notifications", "idempotency_keys"] {
+        let line = format!("orderflow_pruned_rows_total{{table=\"{table}\"}} {OLD}");
+        assert!(text.contains(&line), "no {line} in:\n{text}");
+    }
+}
+
 /// A window shorter than the longest a redelivery can take is refused at
 /// start, saying what it would take.
 #[test]
