@@ -15,7 +15,7 @@ pub use error::BrokerError;
 pub use outbox::{OutboxMessage, Publisher};
 pub use retry::{Reject, RetryPolicy};
 
-use crate::domain::{Event, EventType};
+use crate::domain::{Event, EventType, OrderId};
 use serde::Serialize;
 
 /// Queue that `OrderPlaced`, `OrderCancelled` and `OrderShipped` events go
@@ -33,6 +33,24 @@ pub fn queue_for(event: &Event) -> &'static str {
         | EventType::InventoryReleased
         | EventType::InventoryShipped => QUEUE_INVENTORY_EVENTS,
     }
+}
+
+/// The order a message body is about: the one every event it carries names.
+/// `None` for a body of several orders' events, or one that is not events.
+/// What a store writes as the message's `order_id`, by which an order's
+/// trail finds its waiting messages.
+pub fn order_of(body: &[u8]) -> Option<OrderId> {
+    let events = Event::many_from_json(body).ok()?;
+    let first = events.first()?.order_id;
+    events.iter().all(|e| e.order_id == first).then_some(first)
+}
+
+/// Whether a message that names no order, and whose body holds the text of
+/// `id`, is about that order: a body of events is when one of them is; one
+/// that is not events cannot say otherwise, and is shown with the order it
+/// names.
+pub fn names_order(body: &[u8], id: OrderId) -> bool {
+    Event::many_from_json(body).map_or(true, |events| events.iter().any(|e| e.order_id == id))
 }
 
 /// When the first event a message body carries was written (Unix
@@ -58,4 +76,31 @@ pub struct DeadLetter {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Vec<Vec<String>>, required = false)]
     pub fields: Option<Vec<(String, String)>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{names_order, order_of};
+    use crate::domain::{CustomerId, Event, EventType, OrderId};
+
+    fn event(order: OrderId, customer: &str) -> String {
+        let customer = CustomerId::parse(customer).unwrap();
+        Event::new(EventType::OrderPlaced, order, customer, Vec::new(), None).to_json()
+    }
+
+    /// A body names its order when every event in it is about that one.
+    #[test]
+    fn a_body_is_about_the_orders_of_its_events() {
+        let (a, b) = (OrderId::new(), OrderId::new());
+        let (ea, eb) = (event(a, "c"), event(b, &format!("customer of {a}")));
+        assert_eq!(order_of(ea.as_bytes()), Some(a));
+        assert_eq!(order_of(Event::pack_json([ea.as_str(), ea.as_str()].into_iter()).as_bytes()), Some(a));
+        let both = Event::pack_json([ea.as_str(), eb.as_str()].into_iter());
+        assert_eq!(order_of(both.as_bytes()), None);
+        assert_eq!(order_of(format!("not an event, about {a}").as_bytes()), None);
+
+        assert!(names_order(both.as_bytes(), a) && names_order(both.as_bytes(), b));
+        assert!(!names_order(eb.as_bytes(), a), "naming the order in another field is not being about it");
+        assert!(names_order(format!("not an event, about {a}").as_bytes(), a));
+    }
 }

@@ -38,6 +38,8 @@ pub trait Fixture: Send + Sync {
     /// Queues a message by hand, as an operator, or a relay that delivers
     /// twice, would.
     async fn queue_message(&self, queue: &str, body: &str);
+    /// Runs a statement by hand, as an operator would.
+    async fn execute(&self, sql: &str);
 
     async fn count(&self, sql: &str) -> i64 {
         let text = self.text(sql).await;
@@ -61,6 +63,7 @@ macro_rules! suite {
             statuses_are_read_together_and_their_moves_signalled,
             moved_orders_are_named_and_read_together,
             an_orders_trail_shows_its_waiting_messages_and_notifications,
+            an_orders_trail_lists_exactly_its_waiting_messages,
             expired_keys_are_unknown_before_they_are_pruned,
             pruning_removes_only_rows_older_than_the_window_in_bounded_batches,
             a_redelivery_inside_the_window_is_deduplicated_and_after_it_refused_by_status,
@@ -86,6 +89,10 @@ pub(crate) use suite;
 // The webhook delivery queue's part of the suite.
 mod webhooks;
 pub use webhooks::*;
+
+// Which waiting messages an order's trail lists.
+mod trail;
+pub use trail::*;
 
 pub(crate) fn order(customer: &str, items: &[(&str, i64)], key: Option<(&str, &str)>) -> PlaceOrder {
     let items = items

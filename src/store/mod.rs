@@ -315,7 +315,8 @@ pub trait Store: Send + Sync + 'static {
     /// What happened to an order besides its statuses: the notifications
     /// sent about it, and its messages still waiting in the queue (or, with
     /// a network broker, in the outbox). An operator's view: it scans the
-    /// notifications and the waiting messages, so it is not for hot paths.
+    /// notifications; the waiting messages are found by the order they name
+    /// (see `waiting_messages`).
     async fn order_trail(&self, id: OrderId) -> Result<OrderTrail, StoreError>;
     /// Deletes up to `max` rows of `table` recorded at or before `cutoff`
     /// (milliseconds since the epoch), oldest first, in one short statement,
@@ -375,6 +376,29 @@ pub struct WaitingMessage {
     /// Failed deliveries so far, and the last one's error.
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// Most waiting messages an order's trail shows.
+pub(crate) const TRAIL_WAITING: usize = 100;
+
+/// An order's waiting messages, oldest first, at most `TRAIL_WAITING`: the
+/// ones the store wrote naming the order, found without reading a body
+/// (PostgreSQL: `messages.order_id`; SQLite: the order's row lists them), and,
+/// of the ones that name no order (`unnamed`: those whose body holds the
+/// order id's text, with their bodies), the ones about it
+/// (`messaging::names_order`). A store names a message's order only when
+/// every event in it is about that order, so together these are every
+/// message about the order, and no other.
+pub(crate) fn waiting_messages(
+    id: OrderId,
+    mut named: Vec<WaitingMessage>,
+    unnamed: impl IntoIterator<Item = (WaitingMessage, impl AsRef<[u8]>)>,
+) -> Vec<WaitingMessage> {
+    let about = unnamed.into_iter().filter(|(_, body)| crate::messaging::names_order(body.as_ref(), id));
+    named.extend(about.map(|(m, _)| m).take(TRAIL_WAITING));
+    named.sort_unstable_by_key(|m| m.id);
+    named.truncate(TRAIL_WAITING);
+    named
 }
 
 /// The orders one commit moved, shared by every receiver.

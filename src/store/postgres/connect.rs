@@ -28,6 +28,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-4.sql"),
     include_str!("../migrations/postgres-5.sql"),
     include_str!("../migrations/postgres-6.sql"),
+    include_str!("../migrations/postgres-7.sql"),
 ];
 
 pub(super) fn pool(config: &tokio_postgres::Config) -> anyhow::Result<Pool> {

@@ -235,14 +235,16 @@ pub(super) async fn enqueue(tx: &Transaction<'_>, events: &[Event]) -> Result<()
     let queues: Vec<&str> = events.iter().map(queue_for).collect();
     let keys: Vec<&str> = events.iter().map(|e| e.event_type.routing_key()).collect();
     let bodies: Vec<String> = events.iter().map(Event::to_json).collect();
+    // Each message names its order (schema version 7), for the order's trail.
+    let orders: Vec<Uuid> = events.iter().map(|e| e.order_id.as_uuid()).collect();
     let stmt = tx
         .prepare_cached(
-            "INSERT INTO messages (queue, routing_key, body)
-             SELECT q, k, b FROM unnest($1::text[], $2::text[], $3::text[]) AS t(q, k, b)",
+            "INSERT INTO messages (queue, routing_key, body, order_id)
+             SELECT q, k, b, o FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS t(q, k, b, o)",
         )
         .await
         .map_err(db_err)?;
-    tx.execute(&stmt, &[&queues, &keys, &bodies]).await.map_err(db_err)?;
+    tx.execute(&stmt, &[&queues, &keys, &bodies, &orders]).await.map_err(db_err)?;
     tx.batch_execute(NOTIFY_MESSAGES).await.map_err(db_err)?;
     Ok(())
 }

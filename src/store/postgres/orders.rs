@@ -19,8 +19,8 @@ use super::{db_err, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{cutoff, format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::messaging::QUEUE_ORDER_EVENTS;
 use crate::store::{
-    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, StoreError, Transition,
-    WaitingMessage,
+    waiting_messages, NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder,
+    StoreError, Transition, WaitingMessage, TRAIL_WAITING,
 };
 use deadpool_postgres::{GenericClient, Pool};
 use std::collections::{HashMap, HashSet};
@@ -198,15 +198,17 @@ async fn place_batch(
                  SELECT id, c, 'placed', i::jsonb, $4, $4, tp
                  FROM unnest($1::uuid[], $2::text[], $3::text[], $5::text[]) AS t(id, c, i, tp)",
             ),
+            // Each message names its order (schema version 7), for the order's trail.
             tx.prepare_cached(
-                "INSERT INTO messages (queue, routing_key, body) SELECT $1, $2, b FROM unnest($3::text[]) AS t(b)"
+                "INSERT INTO messages (queue, routing_key, body, order_id)
+                 SELECT $1, $2, b, o FROM unnest($3::text[], $4::uuid[]) AS t(b, o)"
             ),
             tx.prepare_cached(NOTIFY_MESSAGES),
         )
         .map_err(db_err)?;
         // Sent together: the three statements are pipelined on the connection.
         let order_args: [&(dyn ToSql + Sync); 5] = [&ids, &customers, &items, &now, &traces];
-        let message_args: [&(dyn ToSql + Sync); 3] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies];
+        let message_args: [&(dyn ToSql + Sync); 4] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies, &ids];
         futures::try_join!(
             tx.execute(&insert_orders, &order_args),
             tx.execute(&insert_messages, &message_args),
@@ -305,16 +307,38 @@ pub(super) async fn trail(client: &impl GenericClient, id: OrderId) -> Result<Or
         )
         .await
         .map_err(db_err)?;
-    let waiting = client
+    // The messages that name the order, through the index on `order_id`;
+    // then those that name none, by their bodies (the same index's entries
+    // without an order: few, unless written by hand).
+    let named = client
+        .prepare_cached(&format!(
+            "SELECT id, queue, routing_key, attempts::bigint, last_error FROM messages WHERE order_id = $1
+             ORDER BY id LIMIT {TRAIL_WAITING}"
+        ))
+        .await
+        .map_err(db_err)?;
+    let unnamed = client
         .prepare_cached(
-            "SELECT id, queue, routing_key, attempts::bigint, last_error FROM messages WHERE body LIKE $1 ORDER BY id LIMIT 100",
+            "SELECT id, queue, routing_key, attempts::bigint, last_error, body FROM messages
+             WHERE order_id IS NULL AND body LIKE $1 ORDER BY id",
         )
         .await
         .map_err(db_err)?;
     let (uuid, pattern) = (id.as_uuid(), format!("%{id}%"));
-    let (notes_args, waiting_args): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&uuid], [&pattern]);
-    let (notes, waiting) =
-        futures::try_join!(client.query(&notes, &notes_args), client.query(&waiting, &waiting_args)).map_err(db_err)?;
+    let (by_order, by_body): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) = ([&uuid], [&pattern]);
+    let (notes, named, unnamed) = futures::try_join!(
+        client.query(&notes, &by_order),
+        client.query(&named, &by_order),
+        client.query(&unnamed, &by_body)
+    )
+    .map_err(db_err)?;
+    let message = |r: &Row| WaitingMessage {
+        id: r.get(0),
+        queue: r.get(1),
+        routing_key: r.get(2),
+        attempts: r.get(3),
+        last_error: r.get(4),
+    };
     Ok(OrderTrail {
         notifications: notes
             .iter()
@@ -325,16 +349,11 @@ pub(super) async fn trail(client: &impl GenericClient, id: OrderId) -> Result<Or
                 sent_at: format_millis(r.get(3)),
             })
             .collect(),
-        waiting: waiting
-            .iter()
-            .map(|r| WaitingMessage {
-                id: r.get(0),
-                queue: r.get(1),
-                routing_key: r.get(2),
-                attempts: r.get(3),
-                last_error: r.get(4),
-            })
-            .collect(),
+        waiting: waiting_messages(
+            id,
+            named.iter().map(message).collect(),
+            unnamed.iter().map(|r| (message(r), r.get::<_, &str>(5))),
+        ),
     })
 }
 

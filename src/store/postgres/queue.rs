@@ -18,7 +18,7 @@
 
 use super::{bump, db_err, describe};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::messaging::{written_millis, DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
+use crate::messaging::{order_of, written_millis, DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
 use crate::store::MovedOrders;
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 use tokio::sync::watch;
 use tokio_postgres::{AsyncMessage, NoTls};
+use uuid::Uuid;
 
 /// How far below the highest id it has taken a scan starts.
 const SCAN_BEHIND: i64 = 2048;
@@ -221,15 +222,27 @@ pub(super) async fn dead_letters(client: &impl GenericClient, limit: usize) -> R
 
 /// Moves dead letters back to their queue, fresh (no attempts, ready now).
 pub(super) async fn replay(tx: &Transaction<'_>, id: Option<i64>) -> Result<u64, StoreError> {
-    let stmt = tx
+    let take = tx
         .prepare_cached(
-            "WITH moved AS (DELETE FROM dead_letters WHERE $1::bigint IS NULL OR id = $1
-                            RETURNING id, queue, routing_key, body)
-             INSERT INTO messages (queue, routing_key, body) SELECT queue, routing_key, body FROM moved ORDER BY id",
+            "DELETE FROM dead_letters WHERE $1::bigint IS NULL OR id = $1 RETURNING id, queue, routing_key, body",
         )
         .await
         .map_err(db_err)?;
-    let moved = tx.execute(&stmt, &[&id]).await.map_err(db_err)?;
+    let mut letters = tx.query(&take, &[&id]).await.map_err(db_err)?;
+    letters.sort_unstable_by_key(|r| r.get::<_, i64>(0));
+    let queues: Vec<&str> = letters.iter().map(|r| r.get(1)).collect();
+    let keys: Vec<&str> = letters.iter().map(|r| r.get(2)).collect();
+    let bodies: Vec<&str> = letters.iter().map(|r| r.get(3)).collect();
+    // Named like the store's own messages, so the order's trail finds them.
+    let orders: Vec<Option<Uuid>> = bodies.iter().map(|b| order_of(b.as_bytes()).map(|o| o.as_uuid())).collect();
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO messages (queue, routing_key, body, order_id)
+             SELECT q, k, b, o FROM unnest($1::text[], $2::text[], $3::text[], $4::uuid[]) AS t(q, k, b, o)",
+        )
+        .await
+        .map_err(db_err)?;
+    let moved = tx.execute(&insert, &[&queues, &keys, &bodies, &orders]).await.map_err(db_err)?;
     if moved > 0 {
         tx.batch_execute(super::NOTIFY_MESSAGES).await.map_err(db_err)?;
     }

@@ -11,7 +11,7 @@
 
 use super::orders::STATUS_SCAN;
 use super::*;
-use crate::domain::{CustomerId, EventType, Status};
+use crate::domain::{CustomerId, Event, EventType, Status};
 use crate::messaging::QUEUE_ORDER_EVENTS;
 use crate::store::contract::{drain, order, Fixture, FAST_RETRY};
 use crate::store::Database;
@@ -125,6 +125,10 @@ impl Fixture for TestDb {
     async fn queue_message(&self, queue: &str, body: &str) {
         let sql = "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'by-hand', $2)";
         self.admin.execute(sql, &[&queue, &body]).await.unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+    }
+
+    async fn execute(&self, sql: &str) {
+        self.admin.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
     }
 }
 
@@ -356,6 +360,49 @@ async fn a_version_1_schema_is_migrated() {
     drain(&store, "inventory", QUEUE_ORDER_EVENTS, Effect::Reserve, 10).await;
     let tea = StockLevel { sku: "tea".into(), available: 5, reserved: 0, shipped: 0 };
     assert_eq!(store.list_stock().await.unwrap(), [tea]);
+}
+
+/// Schema version 7 names the order of each message already queued whose
+/// body is one order's events; a pack of several orders' events, a body
+/// that is not JSON and one whose order id is not a UUID name none. The
+/// trail finds each as before.
+#[tokio::test]
+async fn a_version_6_queue_names_the_orders_of_its_messages() {
+    let Some(admin) = admin_connection().await else { return };
+    let name = new_schema_name();
+    let _schema = Schema(name.clone());
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {name}; SET search_path TO {name};
+             {}
+             CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL);
+             INSERT INTO schema_version SELECT generate_series(1, 6), 0;",
+            super::connect::MIGRATIONS[..6].join("\n")
+        ))
+        .await
+        .unwrap();
+    let (a, b) = (OrderId::new(), OrderId::new());
+    let body = |order: OrderId| {
+        Event::new(EventType::OrderPlaced, order, CustomerId::parse("c1").unwrap(), vec![], None).to_json()
+    };
+    for (queue, body) in [
+        ("order-events", body(a)),
+        ("inventory-events", format!("[{},{}]", body(a), body(b))),
+        ("order-events", body(b).replace(&b.to_string(), &b.to_string().to_uppercase())),
+        ("inventory-events", format!("not an event, about {a}")),
+        ("order-events", r#"{"order_id": "not a uuid"}"#.to_owned()),
+    ] {
+        let sql = "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'by-hand', $2)";
+        admin.execute(sql, &[&queue, &body]).await.unwrap();
+    }
+    let store = PostgresStore::open(&with_param(&base_url(), &format!("schema={name}"))).await.unwrap();
+    let named = admin.query("SELECT order_id FROM messages ORDER BY id", &[]).await.unwrap();
+    let named: Vec<Option<Uuid>> = named.iter().map(|r| r.get(0)).collect();
+    assert_eq!(named, [Some(a.as_uuid()), None, Some(b.as_uuid()), None, None]);
+    for (id, waiting) in [(a, vec![1, 2, 4]), (b, vec![2, 3])] {
+        let trail = store.order_trail(id).await.unwrap();
+        assert_eq!(trail.waiting.iter().map(|m| m.id).collect::<Vec<_>>(), waiting);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

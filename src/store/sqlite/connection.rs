@@ -119,6 +119,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite-6.sql"),
     include_str!("../migrations/sqlite-7.sql"),
     include_str!("../migrations/sqlite-8.sql"),
+    include_str!("../migrations/sqlite-9.sql"),
 ];
 
 /// Brings the schema up to date, one version per transaction. The version is

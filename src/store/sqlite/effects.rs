@@ -7,7 +7,7 @@
 //! written back once per SKU. The writer runs one job at a time, so an
 //! order's status and its `holds_stock` flag cannot change under a job.
 
-use super::orders::{enqueue, status_of, transition};
+use super::orders::{complete, enqueue, list_message, status_of, transition};
 use super::statements::{Hot, Writer};
 use super::{db_err, uuid_text};
 use crate::domain::{
@@ -93,13 +93,14 @@ fn reserve_one(
     let reason = decision.reason();
     let reached = decision.status();
     // Moves only a placed order: one cancelled meanwhile is left as it is.
-    if !transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)? {
+    let Some(listed) = transition(conn, event.order_id, Status::Placed, decision.status(), reason.as_deref(), now)?
+    else {
         if status_of(conn, event.order_id)?.is_none() {
             return Ok(Handled::Retry(format!("order {} not found", event.order_id)));
         }
         // Decided by an earlier delivery under another event id, or cancelled.
         return Ok(Handled::Duplicate);
-    }
+    };
     let next = match decision {
         Reservation::Reserve(wanted) => {
             for (sku, qty) in &wanted {
@@ -109,7 +110,7 @@ fn reserve_one(
         }
         Reservation::Reject(_) => event.follow(EventType::InventoryFailed, reason),
     };
-    enqueue(conn, next)?;
+    enqueue(conn, listed, next)?;
     Ok(Handled::Done(Some(reached)))
 }
 
@@ -124,6 +125,7 @@ fn follow_stock(
         return Ok(Handled::Retry(format!("order {} not found", event.order_id)));
     };
     let step = StockStep::of(event.event_type, status, holds_stock);
+    let release = matches!(step, StockStep::Release | StockStep::Ship);
     match step {
         StockStep::Skip | StockStep::Reserve => return Ok(Handled::Duplicate),
         StockStep::Report => {}
@@ -137,13 +139,19 @@ fn follow_stock(
                     level.shipped += qty as i64;
                 }
             }
-            conn.prepare_cached("UPDATE orders SET holds_stock = 0 WHERE id = ?1 AND holds_stock = 1")
-                .and_then(|mut s| s.execute([event.order_id.to_string()]))
-                .map_err(db_err)?;
         }
     }
+    // The outcome's message is listed with the order by the same statement
+    // that records that the order no longer holds its stock.
     if let Some(outcome) = StockStep::outcome(event.event_type) {
-        enqueue(conn, event.follow(outcome, None))?;
+        let Some(listed) = list_message(conn, event.order_id, release)? else {
+            return Err(StoreError::Other(anyhow::anyhow!("order {} vanished", event.order_id)));
+        };
+        enqueue(conn, listed, event.follow(outcome, None))?;
+    } else if release {
+        conn.prepare_cached("UPDATE orders SET holds_stock = 0 WHERE id = ?1 AND holds_stock = 1")
+            .and_then(|mut s| s.execute([event.order_id.to_string()]))
+            .map_err(db_err)?;
     }
     Ok(Handled::Done(None))
 }
@@ -182,7 +190,7 @@ pub(super) fn notify(
         // The common path (a reserved order completing) moves the order first
         // and reads nothing; a rejection, rarer, reads the order's status.
         let applies = if event.event_type == EventType::InventoryReserved {
-            transition(conn, event.order_id, Status::Reserved, Status::Completed, None, now)?
+            complete(conn, event.order_id, now)?
         } else {
             status_of(conn, event.order_id)? == Some(event.event_type.applies_to())
         };

@@ -9,22 +9,30 @@ use crate::domain::{
 };
 use crate::messaging::queue_for;
 use crate::store::{
-    NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder, Requested, StoreError,
-    Transition, WaitingMessage,
+    waiting_messages, NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder,
+    Requested, StoreError, Transition, WaitingMessage,
 };
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-/// Queues an event for delivery (the outbox row, and the `db` broker's queue).
-pub(super) fn enqueue(conn: &Writer<'_>, event: Event) -> Result<(), StoreError> {
+/// The id of a message the writer is about to queue, already written into
+/// its order's row (`placed_message`, `outcome_message` or the list
+/// `messages`, schema version 9) by the statement that placed or moved the
+/// order: an order's trail looks its waiting messages up by those ids.
+/// `enqueue` takes nothing else, so every message the writer queues is
+/// listed with its order.
+pub(super) struct Listed(i64);
+
+/// Queues an event for delivery (the outbox row, and the `db` broker's
+/// queue), as the message `listed` with its order.
+pub(super) fn enqueue(conn: &Writer<'_>, listed: Listed, event: Event) -> Result<(), StoreError> {
     let body = event.to_json();
-    enqueue_json(conn, event, body)
+    enqueue_json(conn, listed, event, body)
 }
 
 /// Queues `event`, written as `body`, and keeps both for this process's
 /// consumer of its queue (`recent`).
-fn enqueue_json(conn: &Writer<'_>, event: Event, body: String) -> Result<(), StoreError> {
+fn enqueue_json(conn: &Writer<'_>, Listed(id): Listed, event: Event, body: String) -> Result<(), StoreError> {
     let queue = Queue::named(queue_for(&event))?;
-    let id = conn.next_message_id();
     conn.stmt(queue.enqueue())
         .and_then(|mut s| s.execute(params![id, event.event_type.routing_key(), body]))
         .map_err(db_err)?;
@@ -34,9 +42,11 @@ fn enqueue_json(conn: &Writer<'_>, event: Event, body: String) -> Result<(), Sto
     Ok(())
 }
 
-/// Moves an order from `from` to `to`, recording when. Returns false, and
+/// Moves an order from `from` to `to`, recording when, and lists the
+/// message that tells of the move with the order. Returns `None`, and
 /// changes nothing, when the order is missing or no longer in `from`: the
-/// guard that makes a repeated event harmless.
+/// guard that makes a repeated event harmless. A move to `completed` tells
+/// no one: it is `complete`.
 pub(super) fn transition(
     conn: &Writer<'_>,
     id: OrderId,
@@ -44,33 +54,62 @@ pub(super) fn transition(
     to: Status,
     reason: Option<&str>,
     now: i64,
-) -> Result<bool, StoreError> {
-    if !from.can_become(to) {
-        return Err(StoreError::Other(anyhow::anyhow!("an order cannot go from {from} to {to}")));
+) -> Result<Option<Listed>, StoreError> {
+    if !from.can_become(to) || to == Status::Completed {
+        return Err(StoreError::Other(anyhow::anyhow!("an order cannot go from {from} to {to} with a message")));
     }
+    // An id a move that does not happen takes is simply never used.
+    let message = conn.next_message_id();
     let mut buf = [0; 36];
-    let args = params![uuid_text(id.as_uuid(), &mut buf), reason, now, from.as_str()];
+    let args = params![uuid_text(id.as_uuid(), &mut buf), reason, now, from.as_str(), message];
     let changed = match to {
         Status::Reserved => conn.stmt(Hot::Reserve).and_then(|mut s| s.execute(args)),
-        Status::Completed => conn.stmt(Hot::Complete).and_then(|mut s| s.execute(args)),
         Status::Rejected => conn.stmt(Hot::Reject).and_then(|mut s| s.execute(args)),
         // Clients' requests: rare enough for the statement cache.
         Status::Cancelled => conn
             .prepare_cached(
-                "UPDATE orders SET status = 'cancelled', reason = ?2, updated_at = ?3, cancelled_at = ?3
+                "UPDATE orders SET status = 'cancelled', reason = ?2, updated_at = ?3, cancelled_at = ?3,
+                    messages = concat_ws(' ', messages, ?5)
                  WHERE id = ?1 AND status = ?4",
             )
             .and_then(|mut s| s.execute(args)),
         Status::Shipped => conn
             .prepare_cached(
-                "UPDATE orders SET status = 'shipped', reason = ?2, updated_at = ?3, shipped_at = ?3
+                "UPDATE orders SET status = 'shipped', reason = ?2, updated_at = ?3, shipped_at = ?3,
+                    messages = concat_ws(' ', messages, ?5)
                  WHERE id = ?1 AND status = ?4",
             )
             .and_then(|mut s| s.execute(args)),
-        Status::Placed => unreachable!("no status becomes placed"),
+        Status::Placed | Status::Completed => unreachable!("checked above"),
     }
     .map_err(db_err)?;
+    Ok((changed == 1).then_some(Listed(message)))
+}
+
+/// Moves a reserved order to `completed`, recording when. Returns false,
+/// and changes nothing, when the order is missing or no longer reserved.
+pub(super) fn complete(conn: &Writer<'_>, id: OrderId, now: i64) -> Result<bool, StoreError> {
+    let mut buf = [0; 36];
+    let args = params![uuid_text(id.as_uuid(), &mut buf), None::<&str>, now, Status::Reserved.as_str()];
+    let changed = conn.stmt(Hot::Complete).and_then(|mut s| s.execute(args)).map_err(db_err)?;
     Ok(changed == 1)
+}
+
+/// Lists a message about an order that does not move it (the inventory's
+/// answer to a cancel or a shipment), and, with `release`, records that the
+/// order no longer holds its stock. `None` when there is no such order.
+pub(super) fn list_message(conn: &Writer<'_>, id: OrderId, release: bool) -> Result<Option<Listed>, StoreError> {
+    let message = conn.next_message_id();
+    let mut buf = [0; 36];
+    let changed = conn
+        .prepare_cached(
+            "UPDATE orders SET messages = concat_ws(' ', messages, ?2),
+                holds_stock = CASE WHEN ?3 THEN 0 ELSE holds_stock END
+             WHERE id = ?1",
+        )
+        .and_then(|mut s| s.execute(params![uuid_text(id.as_uuid(), &mut buf), message, release]))
+        .map_err(db_err)?;
+    Ok((changed == 1).then_some(Listed(message)))
 }
 
 pub(super) fn status_of(conn: &Connection, id: OrderId) -> Result<Option<Status>, StoreError> {
@@ -105,10 +144,11 @@ pub(super) fn place(conn: &Writer<'_>, p: PreparedOrder) -> Result<Placed, Store
         .and_then(|mut s| s.execute(params![key, hash, id, now]))
         .map_err(db_err)?;
     }
+    let message = conn.next_message_id();
     conn.stmt(Hot::InsertOrder)
-        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now, p.traceparent]))
+        .and_then(|mut s| s.execute(params![id, p.customer_id, p.items, now, p.traceparent, message]))
         .map_err(db_err)?;
-    enqueue_json(conn, p.placed, p.event)?;
+    enqueue_json(conn, Listed(message), p.placed, p.event)?;
     Ok(Placed { id: p.id, created_at: now, replayed: false })
 }
 
@@ -120,9 +160,9 @@ pub(super) fn request(conn: &Writer<'_>, id: OrderId, request: Request) -> Resul
     let decision = request.decide(order.status);
     let Decision::Move { from, to } = decision else { return Ok(Some(Requested { decision, order })) };
     let now = now_millis();
-    if !transition(conn, id, from, to, None, now)? {
+    let Some(listed) = transition(conn, id, from, to, None, now)? else {
         return Err(StoreError::Other(anyhow::anyhow!("order {id} moved under the writer")));
-    }
+    };
     let customer = CustomerId::parse(order.customer_id).map_err(|e| StoreError::Other(anyhow::anyhow!("{e}")))?;
     // The move belongs to the order's trace, like the events it causes.
     let trace: Option<String> = conn
@@ -130,7 +170,7 @@ pub(super) fn request(conn: &Writer<'_>, id: OrderId, request: Request) -> Resul
         .and_then(|mut s| s.query_row([id.to_string()], |r| r.get(0)))
         .map_err(db_err)?;
     let event = Event::new(request.event_type(), id, customer, order.items, None);
-    enqueue(conn, event.in_trace(trace.as_deref().and_then(TraceParent::parse)))?;
+    enqueue(conn, listed, event.in_trace(trace.as_deref().and_then(TraceParent::parse)))?;
     let order = get(conn, id)?.ok_or_else(|| StoreError::Other(anyhow::anyhow!("order {id} vanished")))?;
     Ok(Some(Requested { decision, order }))
 }
@@ -196,14 +236,14 @@ pub(super) fn statuses(conn: &Connection, ids: &[OrderId]) -> Result<Vec<(OrderI
 }
 
 pub(super) fn trail(conn: &Connection, id: OrderId) -> Result<OrderTrail, StoreError> {
-    let id = id.to_string();
+    let text = id.to_string();
     let mut stmt = conn
         .prepare_cached(
             "SELECT event_id, kind, message, sent_at FROM notifications WHERE order_id = ?1 ORDER BY sent_at",
         )
         .map_err(db_err)?;
     let notifications = stmt
-        .query_map([&id], |r| {
+        .query_map([&text], |r| {
             Ok(NotificationRecord {
                 event_id: r.get(0)?,
                 kind: r.get(1)?,
@@ -213,23 +253,45 @@ pub(super) fn trail(conn: &Connection, id: OrderId) -> Result<OrderTrail, StoreE
         })
         .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
+    // The messages the order's row names, by their ids (unless unnamed
+    // since); then the unnamed ones, by their bodies (schema version 9).
+    let message = |r: &Row<'_>| {
+        Ok(WaitingMessage {
+            id: r.get(0)?,
+            queue: r.get(1)?,
+            routing_key: r.get(2)?,
+            attempts: r.get(3)?,
+            last_error: r.get(4)?,
+        })
+    };
+    let listed: Option<(Option<i64>, Option<i64>, Option<String>)> = conn
+        .prepare_cached("SELECT placed_message, outcome_message, messages FROM orders WHERE id = ?1")
+        .and_then(|mut s| s.query_row([&text], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional())
+        .map_err(db_err)?;
+    let (placed, outcome, more) = listed.unwrap_or_default();
+    let more = more.iter().flat_map(|ids| ids.split_ascii_whitespace()).map(|id| {
+        id.parse::<i64>().map_err(|e| StoreError::Other(anyhow::anyhow!("order {text} lists message '{id}': {e}")))
+    });
     let mut stmt = conn
         .prepare_cached(
-            "SELECT id, queue, routing_key, attempts, last_error FROM messages WHERE body LIKE ?1 ORDER BY id LIMIT 100",
+            "SELECT id, queue, routing_key, attempts, last_error FROM messages WHERE id = ?1 AND unnamed IS NULL",
         )
         .map_err(db_err)?;
-    let waiting = stmt
-        .query_map([format!("%{id}%")], |r| {
-            Ok(WaitingMessage {
-                id: r.get(0)?,
-                queue: r.get(1)?,
-                routing_key: r.get(2)?,
-                attempts: r.get(3)?,
-                last_error: r.get(4)?,
-            })
+    let mut named = Vec::new();
+    for message_id in placed.into_iter().chain(outcome).map(Ok).chain(more) {
+        named.extend(stmt.query_row([message_id?], message).optional().map_err(db_err)?);
+    }
+    let unnamed = conn
+        .prepare_cached(
+            "SELECT id, queue, routing_key, attempts, last_error, CAST(body AS BLOB) FROM messages
+             WHERE id IN (SELECT id FROM unnamed_messages) AND body LIKE ?1 ORDER BY id",
+        )
+        .and_then(|mut s| {
+            s.query_map([format!("%{text}%")], |r| Ok((message(r)?, r.get::<_, Vec<u8>>(5)?)))?
+                .collect::<rusqlite::Result<Vec<_>>>()
         })
-        .and_then(|rows| rows.collect::<rusqlite::Result<Vec<_>>>())
         .map_err(db_err)?;
+    let waiting = waiting_messages(id, named, unnamed);
     Ok(OrderTrail { notifications, waiting })
 }
 

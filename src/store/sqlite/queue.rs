@@ -71,6 +71,9 @@ pub(super) struct Taken {
     /// Failed deliveries before this one.
     attempts: u32,
     event: Result<Event, String>,
+    /// Written through the `messages` view (schema version 9): deleted
+    /// through it too, so that its id leaves `unnamed_messages`.
+    unnamed: bool,
 }
 
 /// A batch read for a consumer: its messages, oldest first, and the time
@@ -115,7 +118,7 @@ pub(super) fn take(
     // `LIMIT ?` with the bound value, and so prepares the statement again
     // each time that parameter is bound, which cost more than the read.
     let sql = format!(
-        "SELECT id, CAST(body AS BLOB), attempts FROM {}
+        "SELECT id, CAST(body AS BLOB), attempts, unnamed IS NOT NULL FROM {}
          WHERE available_at <= ?1 ORDER BY id LIMIT {max}",
         queue.table()
     );
@@ -127,7 +130,7 @@ pub(super) fn take(
                 Some(event) => Ok(event),
                 None => Event::from_json(body).map_err(|e| e.to_string()),
             };
-            Ok(Taken { id, attempts: r.get(2)?, event })
+            Ok(Taken { id, attempts: r.get(2)?, event, unnamed: r.get(3)? })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()
     });
@@ -158,6 +161,7 @@ pub(super) fn settle(
     };
     let mut events = Vec::with_capacity(messages.len());
     let mut ids = Vec::with_capacity(messages.len());
+    let unnamed = messages.iter().any(|m| m.unnamed);
     for m in messages {
         match m.event {
             Ok(event) => {
@@ -178,9 +182,9 @@ pub(super) fn settle(
         Effect::Reserve => effects::reserve(conn, consumer, &events)?,
         Effect::Notify { webhooks } => effects::notify(conn, consumer, &events, webhooks)?,
     };
-    // The usual case, every message applied or a duplicate: one statement
-    // deletes them all.
-    let all_settled = results.iter().all(|r| matches!(r, Handled::Done(_) | Handled::Duplicate));
+    // The usual case, every message applied or a duplicate and none unnamed:
+    // one statement deletes them all.
+    let all_settled = !unnamed && results.iter().all(|r| matches!(r, Handled::Done(_) | Handled::Duplicate));
     if all_settled {
         conn.stmt(queue.settle()).and_then(|mut s| s.execute(params![span.0, span.1, now])).map_err(db_err)?;
     }
@@ -394,7 +398,8 @@ mod tests {
     /// first, each at most the size asked for.
     #[test]
     fn a_batch_splits_into_parts_in_id_order() {
-        let messages: Vec<Taken> = (1..=70).map(|id| Taken { id, attempts: 0, event: Err(String::new()) }).collect();
+        let messages: Vec<Taken> =
+            (1..=70).map(|id| Taken { id, attempts: 0, event: Err(String::new()), unnamed: false }).collect();
         let batch = Batch { queue: Queue::OrderEvents, now: 1, messages, reused: 0 };
         let parts: Vec<Vec<i64>> = batch.split(32).map(|p| p.messages.iter().map(|m| m.id).collect()).collect();
         let expected: Vec<Vec<i64>> = vec![(1..=32).collect(), (33..=64).collect(), (65..=70).collect()];

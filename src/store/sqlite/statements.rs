@@ -42,16 +42,20 @@ impl Hot {
 
     fn sql(self) -> &'static str {
         match self {
+            // ?6 is the id of the order's `OrderPlaced` message (schema version 9).
             Hot::InsertOrder => {
-                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent)
-                 VALUES (?1, ?2, 'placed', ?3, ?4, ?4, ?5)"
+                "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent,
+                    placed_message)
+                 VALUES (?1, ?2, 'placed', ?3, ?4, ?4, ?5, ?6)"
             }
             Hot::EnqueueOrderEvents => "INSERT INTO queue_order_events (id, routing_key, body) VALUES (?1, ?2, ?3)",
             Hot::EnqueueInventoryEvents => {
                 "INSERT INTO queue_inventory_events (id, routing_key, body) VALUES (?1, ?2, ?3)"
             }
+            // ?5 is the id of the message the move queues: the inventory's outcome.
             Hot::Reserve => {
-                "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3, holds_stock = 1
+                "UPDATE orders SET status = 'reserved', reason = ?2, updated_at = ?3, reserved_at = ?3, holds_stock = 1,
+                    outcome_message = ?5
                  WHERE id = ?1 AND status = ?4"
             }
             Hot::Complete => {
@@ -59,7 +63,8 @@ impl Hot {
                  WHERE id = ?1 AND status = ?4"
             }
             Hot::Reject => {
-                "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3
+                "UPDATE orders SET status = 'rejected', reason = ?2, updated_at = ?3, rejected_at = ?3,
+                    outcome_message = ?5
                  WHERE id = ?1 AND status = ?4"
             }
             Hot::Remember => "INSERT OR IGNORE INTO inbox (consumer, event_id, processed_at) VALUES (?1, ?2, ?3)",

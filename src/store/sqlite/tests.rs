@@ -53,6 +53,10 @@ impl Fixture for TestDb {
         let sql = "INSERT INTO messages (queue, routing_key, body) VALUES (?1, 'by-hand', ?2)";
         self.admin.lock().unwrap().execute(sql, [queue, body]).unwrap_or_else(|e| panic!("{sql}: {e}"));
     }
+
+    async fn execute(&self, sql: &str) {
+        self.admin.lock().unwrap().execute(sql, []).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
 }
 
 crate::store::contract::suite!(setup);
@@ -290,6 +294,65 @@ async fn a_version_3_queue_is_split_into_a_table_per_queue() {
     raw.execute("UPDATE messages SET attempts = 4 WHERE id = 3", []).unwrap();
     raw.execute("DELETE FROM messages WHERE id = 5", []).unwrap();
     assert_eq!(rows("SELECT id || ' ' || attempts FROM messages ORDER BY id"), ["3 4", "10 0", "11 0"]);
+    assert_current(&path);
+}
+
+/// Schema version 9 lists the messages already queued with their orders,
+/// by the order their body names, and marks the others unnamed: the trail
+/// finds each as before, and consumers still settle them.
+#[tokio::test]
+async fn a_version_8_queue_is_listed_with_its_orders() {
+    use crate::domain::{Event, EventType};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v8.db");
+    let v8 = Connection::open(&path).unwrap();
+    v8.execute_batch(&format!("{} PRAGMA user_version = 8;", MIGRATIONS[..8].join("\n"))).unwrap();
+    let (a, b, gone) = (OrderId::new(), OrderId::new(), OrderId::new());
+    let body = |order: OrderId| {
+        Event::new(EventType::OrderPlaced, order, CustomerId::parse("c1").unwrap(), vec![], None).to_json()
+    };
+    for id in [a, b] {
+        v8.execute(
+            "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at) VALUES (?1, 'c1', 'placed', '[]', 1, 1)",
+            [id.to_string()],
+        )
+        .unwrap();
+    }
+    let pack = format!("[{},{}]", body(a), body(b));
+    for (queue, body) in [
+        ("order-events", body(a)),
+        ("inventory-events", pack),
+        ("order-events", body(b).replace(&b.to_string(), &b.to_string().to_uppercase())),
+        ("inventory-events", format!("not an event, about {a}")),
+        ("order-events", body(gone)),
+    ] {
+        v8.execute("INSERT INTO messages (queue, routing_key, body) VALUES (?1, 'by-hand', ?2)", [queue, &body])
+            .unwrap();
+    }
+    drop(v8);
+
+    let store = SqliteStore::open(&path.to_string_lossy()).await.unwrap();
+    for (id, waiting) in [(a, vec![1, 2, 4]), (b, vec![2, 3])] {
+        let trail = store.order_trail(id).await.unwrap();
+        assert_eq!(trail.waiting.iter().map(|m| m.id).collect::<Vec<_>>(), waiting);
+    }
+    let raw = Connection::open(&path).unwrap();
+    let text = |sql: &str| raw.query_row(sql, [], |r| r.get::<_, String>(0)).unwrap();
+    assert_eq!(text(&format!("SELECT messages FROM orders WHERE id = '{a}'")), "1");
+    assert_eq!(text(&format!("SELECT messages FROM orders WHERE id = '{b}'")), "3");
+    assert_eq!(text("SELECT group_concat(id, ' ') FROM unnamed_messages"), "2 4 5");
+
+    // Unnamed messages the notifier settles (the pack and the text are
+    // poison; a hand-written outcome is a duplicate) leave the list.
+    let outcome = Event::new(EventType::InventoryReserved, a, CustomerId::parse("c1").unwrap(), vec![], None);
+    raw.execute(
+        "INSERT INTO messages (queue, routing_key, body) VALUES ('inventory-events', 'by-hand', ?1)",
+        [outcome.to_json()],
+    )
+    .unwrap();
+    let notify = crate::store::Effect::Notify { webhooks: false };
+    crate::store::contract::drain(&store, "notifier", crate::messaging::QUEUE_INVENTORY_EVENTS, notify, 10).await;
+    assert_eq!(text("SELECT group_concat(id, ' ') FROM unnamed_messages"), "5");
     assert_current(&path);
 }
 
