@@ -2,8 +2,8 @@
 -- order's waiting messages are found through an index.
 --
 -- An order's trail (`GET /orders/{id}/trail`) found its waiting messages by
--- the order id in their bodies, a scan of every queued message: with
--- 1,000,000 queued, 0.76 s per page view. `order_id` is the order that every
+-- the order id in their bodies, a scan of every queued message (its cost:
+-- docs/performance.md). `order_id` is the order that every
 -- event in the body is about, written by the store with the message; a
 -- message about no one order, or whose order the store did not name (several
 -- orders' events in one body, a body that is not events, a message written
@@ -17,8 +17,9 @@
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS order_id UUID;
 
 -- Messages queued before: a body that is one event names its order. A body
--- that is not JSON, or whose order_id is not a UUID, names none. With
--- 1,000,000 queued this takes about 15 s, the table locked meanwhile.
+-- that is not JSON, or whose order_id is not a UUID, names none. This reads
+-- every queued message with the table locked: an upgrade behind a long queue
+-- holds new orders back meanwhile (docs/operations.md#upgrades).
 CREATE OR REPLACE FUNCTION pg_temp.order_of(body TEXT) RETURNS UUID LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
     RETURN CASE WHEN jsonb_typeof(body::jsonb -> 'order_id') = 'string' THEN (body::jsonb ->> 'order_id')::uuid END;

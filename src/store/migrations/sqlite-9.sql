@@ -3,7 +3,7 @@
 --
 -- An order's trail (`GET /orders/{id}/trail`) lists its messages still
 -- waiting. It found them by the order id in their bodies, a scan of every
--- queued message: with 1,000,000 queued, 0.18 s of CPU per page view.
+-- queued message.
 --
 -- The writer already writes an order's row in the transaction that queues
 -- each message about the order, so it names the message's id there: the
@@ -14,7 +14,7 @@
 -- one up by its id: ids are never given out twice, so a listed message that
 -- is gone is simply not found. An index on the queues' order ids would cost
 -- the writer two entries per message, one written when it is queued and one
--- deleted when it is settled: 8.9 % of its instructions per order
+-- deleted when it is settled, several times what this costs
 -- (docs/performance.md).
 --
 -- Every other message (written through the `messages` view: by hand, or
@@ -32,8 +32,8 @@ ALTER TABLE queue_inventory_events ADD COLUMN unnamed INTEGER;
 CREATE TABLE unnamed_messages (id INTEGER PRIMARY KEY);
 
 -- Messages queued before: one whose body is an event of an order that
--- exists is listed with that order; any other is unnamed. With 1,000,000
--- queued this takes about 4 s.
+-- exists is listed with that order; any other is unnamed. This reads every
+-- queued message (docs/operations.md#upgrades).
 CREATE TEMP TABLE listed_messages AS
     SELECT q.id, o.id AS order_id
     FROM (SELECT id, body FROM queue_order_events UNION ALL SELECT id, body FROM queue_inventory_events) AS q
