@@ -123,7 +123,7 @@ impl Move {
                 Some((200, body)) => break Ok(body["status"].as_str().unwrap_or_default().to_owned()),
                 Some((409, _)) => break Err("409".to_owned()),
                 Some((status, body)) if status < 500 => break Err(format!("{status} {body}")),
-                _ if Instant::now() > deadline => break Err(format!("no answer but {answer:?}")),
+                _ if Instant::now() > deadline => break Err(format!("still failing at the deadline: {answer:?}")),
                 _ => tokio::time::sleep(RETRY_AFTER).await,
             }
         };
