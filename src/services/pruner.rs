@@ -5,9 +5,9 @@
 //! inventory service its inbox, the notifier the notifications (its inbox);
 //! `run` all three. Every `--prune-interval` a pass deletes batches of
 //! `BATCH` rows older than the window, a batch of each table in turn,
-//! pausing between rounds, until every batch comes back short: no statement holds locks (or
-//! SQLite's one writer) for long, and processes pruning together take
-//! different rows.
+//! pausing between rounds, until every batch comes back short: no statement
+//! holds locks (or SQLite's one writer) for long, and processes pruning
+//! together take different rows.
 //!
 //! The inbox window must outlast every redelivery, or a late copy of an
 //! event would find its entry gone and be applied again: `check_inbox_window`
@@ -49,10 +49,10 @@ pub async fn run(
 /// anew, with a pause as long as the round took, until a round finds every
 /// table's batch short. Every table has a batch in every round, so a pile
 /// in one does not hold up the others, and rows that outlive their window
-/// while a pile goes are taken in the same pass. The pause gives pruning at
-/// most half of the database's time, enough to keep up with old rows that
-/// come as fast as a drained backlog leaves them. A failed batch is logged
-/// and tried again in the next round or pass.
+/// while a pile goes are taken in the same pass. The pause leaves the
+/// database to the orders at least half of the time, however long a batch
+/// takes. A failed batch is logged and tried again in the next round or
+/// pass.
 async fn pass(store: &dyn Store, tables: &[(Prunable, Duration)], shutdown: &CancellationToken) {
     loop {
         let began = Instant::now();
