@@ -160,12 +160,17 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {
         bounded(async {
-            let client = self.client().await?;
-            let rows =
-                client.query("SELECT status, count(*) FROM orders GROUP BY status", &[]).await.map_err(db_err)?;
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(db_err)?;
+            // Counting scans whole tables. One process scanning on every core
+            // would stall the commits of new orders for as long; on one core
+            // it takes longer and leaves the others to them.
+            tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0").await.map_err(db_err)?;
+            let rows = tx.query("SELECT status, count(*) FROM orders GROUP BY status", &[]).await.map_err(db_err)?;
             let orders_by_status = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let (queued_messages, dead_letters) = queue::counts(&client).await?;
-            let oldest_messages = queue::oldest(&client).await?;
+            let (queued_messages, dead_letters) = queue::counts(&tx).await?;
+            let oldest_messages = queue::oldest(&tx).await?;
+            tx.commit().await.map_err(db_err)?;
             Ok(PipelineStats { orders_by_status, queued_messages, dead_letters, oldest_messages })
         })
         .await
@@ -289,8 +294,8 @@ fn bump(signal: &watch::Sender<u64>) {
     signal.send_modify(|n| *n = n.wrapping_add(1));
 }
 
-/// Queues wake-ups for consumers in every process sharing this schema: the
-/// notification is delivered when (and only if) the transaction commits.
+/// Wakes consumers in every process sharing this schema; sent inside a
+/// transaction, it is delivered when (and only if) that commits.
 const NOTIFY_MESSAGES: &str = "SELECT pg_notify('orderflow_messages', current_schema())";
 /// Tells the live streams of every process which orders moved.
 const NOTIFY_STATUSES: &str = "SELECT pg_notify('orderflow_statuses', current_schema() || E'\\t' || $1::text)";

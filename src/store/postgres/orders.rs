@@ -5,8 +5,9 @@
 //! its order to a writer task through a bounded channel (full: `Unavailable`
 //! at once); the writer takes everything waiting and writes it in one
 //! transaction with one multi-row statement per table (`unnest` of arrays),
-//! then answers every caller after COMMIT. A few batches may be in flight at
-//! once, each on its own connection, while the next one gathers.
+//! then answers every caller after COMMIT, and only then wakes the relays
+//! (`wake_others`). A few batches may be in flight at once, each on its own
+//! connection, while the next one gathers.
 //!
 //! Idempotency keys are claimed with `INSERT … ON CONFLICT DO NOTHING
 //! RETURNING`: a key that comes back is ours, and one that does not belongs to
@@ -15,14 +16,14 @@
 //! only the first request with a key claims it; the others follow its fate.
 //! Keys are claimed in sorted order so two batches never deadlock on them.
 
-use super::{db_err, pool_err, NOTIFY_MESSAGES};
+use super::{db_err, describe, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{cutoff, format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::messaging::QUEUE_ORDER_EVENTS;
 use crate::store::{
     waiting_messages, NotificationRecord, OrderFilter, OrderPage, OrderTrail, OrderView, Placed, PreparedOrder,
     StoreError, Transition, WaitingMessage, TRAIL_WAITING,
 };
-use deadpool_postgres::{GenericClient, Pool};
+use deadpool_postgres::{GenericClient, Object, Pool};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
@@ -66,13 +67,19 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, sign
         tokio::spawn(async move {
             let (orders, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.order, p.reply)).unzip();
             let abandoned = || replies.iter().all(|r| r.is_closed());
-            match place_batch(&pool, &orders, abandoned).await {
-                Ok((outcomes, inserted)) => {
-                    if inserted {
-                        super::bump(&signal);
-                    }
+            let placed = async {
+                let mut client = pool.get().await.map_err(pool_err)?;
+                let placed = place_batch(&mut client, &orders, abandoned).await?;
+                Ok((placed, client))
+            };
+            match placed.await {
+                Ok(((outcomes, inserted), client)) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
+                    }
+                    if inserted {
+                        super::bump(&signal);
+                        wake_others(&client).await;
                     }
                 }
                 Err(e) => {
@@ -84,6 +91,21 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, sign
             }
             drop(permit);
         });
+    }
+}
+
+/// Wakes the relays and consumers of every process, once a batch has
+/// committed and its callers have their answers.
+///
+/// Not inside the batch's transaction, as the services' writes do it:
+/// PostgreSQL commits the transactions that notify one at a time, holding a
+/// lock until each commit is on disk, so new orders would wait for the
+/// services' commits while a backlog drains. Alone, a notification writes
+/// nothing that needs a flush and holds that lock for a moment. One lost
+/// (the process dies first) only delays the relay until its next poll.
+async fn wake_others(client: &Object) {
+    if let Err(e) = client.batch_execute(NOTIFY_MESSAGES).await {
+        tracing::warn!(error = %describe(&e), "NOTIFY after an order batch failed; the relays will poll");
     }
 }
 
@@ -100,12 +122,11 @@ fn copy_error(e: &StoreError) -> StoreError {
 /// Writes a batch in one transaction. Returns each order's outcome, in order,
 /// and whether any order (and so any message) was inserted.
 async fn place_batch(
-    pool: &Pool,
+    client: &mut Object,
     orders: &[PreparedOrder],
     abandoned: impl Fn() -> bool,
 ) -> Result<(Vec<Result<Placed, StoreError>>, bool), StoreError> {
     let now = now_millis();
-    let mut client = pool.get().await.map_err(pool_err)?;
     let tx = client.transaction().await.map_err(db_err)?;
 
     // The first request carrying each key claims it for the whole batch.
@@ -192,7 +213,7 @@ async fn place_batch(
         let items: Vec<&str> = fresh.iter().map(|o| o.items.as_str()).collect();
         let bodies: Vec<&str> = fresh.iter().map(|o| o.event.as_str()).collect();
         let traces: Vec<Option<&str>> = fresh.iter().map(|o| o.traceparent.as_deref()).collect();
-        let (insert_orders, insert_messages, notify) = futures::try_join!(
+        let (insert_orders, insert_messages) = futures::try_join!(
             tx.prepare_cached(
                 "INSERT INTO orders (id, customer_id, status, items, created_at, updated_at, traceparent)
                  SELECT id, c, 'placed', i::jsonb, $4, $4, tp
@@ -203,18 +224,13 @@ async fn place_batch(
                 "INSERT INTO messages (queue, routing_key, body, order_id)
                  SELECT $1, $2, b, o FROM unnest($3::text[], $4::uuid[]) AS t(b, o)"
             ),
-            tx.prepare_cached(NOTIFY_MESSAGES),
         )
         .map_err(db_err)?;
-        // Sent together: the three statements are pipelined on the connection.
+        // Sent together: the two statements are pipelined on the connection.
         let order_args: [&(dyn ToSql + Sync); 5] = [&ids, &customers, &items, &now, &traces];
         let message_args: [&(dyn ToSql + Sync); 4] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies, &ids];
-        futures::try_join!(
-            tx.execute(&insert_orders, &order_args),
-            tx.execute(&insert_messages, &message_args),
-            tx.execute(&notify, &[]),
-        )
-        .map_err(db_err)?;
+        futures::try_join!(tx.execute(&insert_orders, &order_args), tx.execute(&insert_messages, &message_args),)
+            .map_err(db_err)?;
     }
     if abandoned() {
         // Every caller has timed out and answered 503: keep that promise.

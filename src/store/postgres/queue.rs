@@ -293,10 +293,23 @@ pub(super) async fn counts(client: &impl GenericClient) -> Result<(i64, i64), St
 }
 
 /// When the event at the front of each queue was written, for the queues
-/// whose front row is an event.
+/// whose front row is an event. It walks `messages_by_queue` from one queue
+/// to the next and reads each one's first row, so it reads a few index pages
+/// however long the queues are.
 pub(super) async fn oldest(client: &impl GenericClient) -> Result<Vec<(String, i64)>, StoreError> {
     let rows = client
-        .query("SELECT queue, body FROM messages WHERE id IN (SELECT min(id) FROM messages GROUP BY queue)", &[])
+        .query(
+            "WITH RECURSIVE queues AS (
+                 (SELECT queue FROM messages ORDER BY queue LIMIT 1)
+                 UNION ALL
+                 SELECT (SELECT m.queue FROM messages m WHERE m.queue > q.queue ORDER BY m.queue LIMIT 1)
+                 FROM queues q WHERE q.queue IS NOT NULL
+             )
+             SELECT q.queue, f.body FROM queues q,
+                 LATERAL (SELECT body FROM messages m WHERE m.queue = q.queue ORDER BY m.id LIMIT 1) f
+             WHERE q.queue IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(db_err)?;
     let front = rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, &str>(1)));

@@ -466,3 +466,38 @@ async fn a_message_committed_after_later_ones_is_still_taken() {
     assert_eq!(db.count("SELECT count(*) FROM messages WHERE queue = 'order-events'").await, 0);
     assert_eq!(db.store.list_stock().await.unwrap()[0].available, 8, "the copy reserved nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_counts_name_each_queue_by_its_front_row() {
+    let Some(db) = setup().await else { return };
+    let at = |ms: i64| {
+        let mut event =
+            Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c1").unwrap(), vec![], None);
+        event.timestamp = crate::domain::format_millis(ms);
+        event.to_json()
+    };
+    // Written out of time order, so the front is the first row, not the oldest stamp.
+    for (queue, body) in [
+        ("order-events", at(3_000)),
+        ("inventory-events", at(5_000)),
+        ("order-events", at(1_000)),
+        ("inventory-events", at(4_000)),
+        ("webhooks", "not an event".to_owned()),
+        ("webhooks", at(2_000)),
+    ] {
+        let sql = "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'by-hand', $2)";
+        db.admin.execute(sql, &[&queue, &body]).await.unwrap();
+    }
+    let fronts = || async {
+        let mut fronts = db.store.stats().await.unwrap().oldest_messages;
+        fronts.sort();
+        fronts
+    };
+    // A queue whose front row is not an event has no age to report.
+    assert_eq!(fronts().await, [("inventory-events".to_owned(), 5_000), ("order-events".to_owned(), 3_000)]);
+    let taken = "DELETE FROM messages WHERE id IN (SELECT min(id) FROM messages GROUP BY queue)";
+    db.admin.execute(taken, &[]).await.unwrap();
+    let expected = [("inventory-events", 4_000), ("order-events", 1_000), ("webhooks", 2_000)];
+    assert_eq!(fronts().await, expected.map(|(q, at)| (q.to_owned(), at)));
+    assert_eq!(db.store.stats().await.unwrap().queued_messages, 3);
+}
