@@ -18,6 +18,7 @@ mod orders;
 mod prune;
 mod queue;
 mod requests;
+mod stats;
 #[cfg(test)]
 mod tests;
 mod webhooks;
@@ -42,6 +43,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a read waits for PostgreSQL (a server that accepts connections but
 /// does not answer would otherwise hold the request forever).
 const READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Counting every order on one core takes seconds at a million.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest `place_order` waits for its batch to commit.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Orders that may wait for the order writer; beyond this, callers are told to back off.
@@ -159,21 +162,10 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {
-        bounded(async {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(db_err)?;
-            // Counting scans whole tables. One process scanning on every core
-            // would stall the commits of new orders for as long; on one core
-            // it takes longer and leaves the others to them.
-            tx.batch_execute("SET LOCAL max_parallel_workers_per_gather = 0").await.map_err(db_err)?;
-            let rows = tx.query("SELECT status, count(*) FROM orders GROUP BY status", &[]).await.map_err(db_err)?;
-            let orders_by_status = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
-            let (queued_messages, dead_letters) = queue::counts(&tx).await?;
-            let oldest_messages = queue::oldest(&tx).await?;
-            tx.commit().await.map_err(db_err)?;
-            Ok(PipelineStats { orders_by_status, queued_messages, dead_letters, oldest_messages })
-        })
-        .await
+        let count = async { stats::count(&mut self.client().await?).await };
+        tokio::time::timeout(COUNT_TIMEOUT, count)
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not finish counting in time".into())))
     }
 
     async fn statuses(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError> {

@@ -18,7 +18,7 @@
 
 use super::{bump, db_err, describe};
 use crate::domain::{format_millis, now_millis, Event};
-use crate::messaging::{order_of, written_millis, DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
+use crate::messaging::{order_of, DeadLetter, OutboxMessage, Publisher, Reject, RetryPolicy};
 use crate::store::MovedOrders;
 use crate::store::{Consumed, Effect, Handled, StoreError};
 use deadpool_postgres::{GenericClient, Transaction};
@@ -282,38 +282,6 @@ pub(super) async fn relay(
     let forget = tx.prepare_cached("DELETE FROM messages WHERE id = ANY($1)").await.map_err(db_err)?;
     tx.execute(&forget, &[&ids]).await.map_err(db_err)?;
     Ok(batch.len())
-}
-
-pub(super) async fn counts(client: &impl GenericClient) -> Result<(i64, i64), StoreError> {
-    let row = client
-        .query_one("SELECT (SELECT count(*) FROM messages), (SELECT count(*) FROM dead_letters)", &[])
-        .await
-        .map_err(db_err)?;
-    Ok((row.get(0), row.get(1)))
-}
-
-/// When the event at the front of each queue was written, for the queues
-/// whose front row is an event. It walks `messages_by_queue` from one queue
-/// to the next and reads each one's first row, so it reads a few index pages
-/// however long the queues are.
-pub(super) async fn oldest(client: &impl GenericClient) -> Result<Vec<(String, i64)>, StoreError> {
-    let rows = client
-        .query(
-            "WITH RECURSIVE queues AS (
-                 (SELECT queue FROM messages ORDER BY queue LIMIT 1)
-                 UNION ALL
-                 SELECT (SELECT m.queue FROM messages m WHERE m.queue > q.queue ORDER BY m.queue LIMIT 1)
-                 FROM queues q WHERE q.queue IS NOT NULL
-             )
-             SELECT q.queue, f.body FROM queues q,
-                 LATERAL (SELECT body FROM messages m WHERE m.queue = q.queue ORDER BY m.id LIMIT 1) f
-             WHERE q.queue IS NOT NULL",
-            &[],
-        )
-        .await
-        .map_err(db_err)?;
-    let front = rows.iter().map(|r| (r.get::<_, String>(0), r.get::<_, &str>(1)));
-    Ok(front.filter_map(|(queue, body)| Some((queue, written_millis(body)?))).collect())
 }
 
 const LISTEN_FIRST_BACKOFF: Duration = Duration::from_millis(100);

@@ -467,23 +467,24 @@ async fn a_message_committed_after_later_ones_is_still_taken() {
     assert_eq!(db.store.list_stock().await.unwrap()[0].available, 8, "the copy reserved nothing");
 }
 
+/// An event's JSON, written at `ms`.
+fn written_at(ms: i64) -> String {
+    let mut event = Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c1").unwrap(), vec![], None);
+    event.timestamp = crate::domain::format_millis(ms);
+    event.to_json()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_counts_name_each_queue_by_its_front_row() {
     let Some(db) = setup().await else { return };
-    let at = |ms: i64| {
-        let mut event =
-            Event::new(EventType::OrderPlaced, OrderId::new(), CustomerId::parse("c1").unwrap(), vec![], None);
-        event.timestamp = crate::domain::format_millis(ms);
-        event.to_json()
-    };
     // Written out of time order, so the front is the first row, not the oldest stamp.
     for (queue, body) in [
-        ("order-events", at(3_000)),
-        ("inventory-events", at(5_000)),
-        ("order-events", at(1_000)),
-        ("inventory-events", at(4_000)),
+        ("order-events", written_at(3_000)),
+        ("inventory-events", written_at(5_000)),
+        ("order-events", written_at(1_000)),
+        ("inventory-events", written_at(4_000)),
         ("webhooks", "not an event".to_owned()),
-        ("webhooks", at(2_000)),
+        ("webhooks", written_at(2_000)),
     ] {
         let sql = "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'by-hand', $2)";
         db.admin.execute(sql, &[&queue, &body]).await.unwrap();
@@ -500,4 +501,28 @@ async fn the_counts_name_each_queue_by_its_front_row() {
     let expected = [("inventory-events", 4_000), ("order-events", 1_000), ("webhooks", 2_000)];
     assert_eq!(fronts().await, expected.map(|(q, at)| (q.to_owned(), at)));
     assert_eq!(db.store.stats().await.unwrap().queued_messages, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_whose_front_was_consumed_is_counted_from_its_new_front() {
+    let Some(db) = setup().await else { return };
+    // The first 20,000 rows consumed: their index entries stay until VACUUM.
+    let filler = |rows: i32| {
+        format!(
+            "INSERT INTO messages (queue, routing_key, body)
+             SELECT 'order-events', 'filler', repeat('x', 1000) FROM generate_series(1, {rows})"
+        )
+    };
+    let one = "INSERT INTO messages (queue, routing_key, body) VALUES ($1, 'by-hand', $2)";
+    db.admin.batch_execute(&filler(20_000)).await.unwrap();
+    db.admin.execute(one, &[&"order-events", &written_at(7_000)]).await.unwrap();
+    db.admin.batch_execute(&filler(10_000)).await.unwrap();
+    db.admin.execute(one, &[&"inventory-events", &written_at(8_000)]).await.unwrap();
+    db.admin.batch_execute("DELETE FROM messages WHERE id <= 20000").await.unwrap();
+
+    let stats = db.store.stats().await.unwrap();
+    assert_eq!(stats.queued_messages, 10_002);
+    let mut fronts = stats.oldest_messages;
+    fronts.sort();
+    assert_eq!(fronts, [("inventory-events".to_owned(), 8_000), ("order-events".to_owned(), 7_000)]);
 }
