@@ -229,7 +229,7 @@ async fn place_batch(
         // Sent together: the two statements are pipelined on the connection.
         let order_args: [&(dyn ToSql + Sync); 5] = [&ids, &customers, &items, &now, &traces];
         let message_args: [&(dyn ToSql + Sync); 4] = [&QUEUE_ORDER_EVENTS, &ROUTE_ORDER_PLACED, &bodies, &ids];
-        futures::try_join!(tx.execute(&insert_orders, &order_args), tx.execute(&insert_messages, &message_args),)
+        futures::try_join!(tx.execute(&insert_orders, &order_args), tx.execute(&insert_messages, &message_args))
             .map_err(db_err)?;
     }
     if abandoned() {
