@@ -95,11 +95,12 @@ pub async fn run(store: Arc<dyn Database>, settings: Settings, shutdown: Cancell
     let settings = Arc::new(settings);
     let mut in_flight: JoinSet<()> = JoinSet::new();
     let mut backoff = FIRST_BACKOFF;
-    let mut gauge_at = Instant::now();
+    // Set on the first round, so that /metrics shows the gauge from the start.
+    let mut gauge_at: Option<Instant> = None;
     tracing::info!(url = %settings.url, concurrency = settings.concurrency, "delivering webhooks");
     while !shutdown.is_cancelled() {
-        if gauge_at.elapsed() >= GAUGE_EVERY {
-            gauge_at = Instant::now();
+        if gauge_at.is_none_or(|at| at.elapsed() >= GAUGE_EVERY) {
+            gauge_at = Some(Instant::now());
             if let Ok(n) = store.webhooks_waiting().await {
                 metrics::gauge!(crate::telemetry::catalog::WEBHOOKS_WAITING).set(n as f64);
             }
