@@ -5,8 +5,8 @@
 //! its order to a writer task through a bounded channel (full: `Unavailable`
 //! at once); the writer takes everything waiting and writes it in one
 //! transaction with one multi-row statement per table (`unnest` of arrays),
-//! then answers every caller after COMMIT, and only then wakes the relays
-//! (`wake_others`). A few batches may be in flight at once, each on its own
+//! then answers every caller after COMMIT, and only then asks `wake_others`
+//! to wake the relays. A few batches may be in flight at once, each on its own
 //! connection, while the next one gathers.
 //!
 //! Idempotency keys are claimed with `INSERT … ON CONFLICT DO NOTHING
@@ -16,7 +16,7 @@
 //! only the first request with a key claims it; the others follow its fate.
 //! Keys are claimed in sorted order so two batches never deadlock on them.
 
-use super::{db_err, describe, pool_err, NOTIFY_MESSAGES};
+use super::{db_err, pool_err, NOTIFY_MESSAGES};
 use crate::domain::{cutoff, format_millis, now_millis, LineItem, OrderId, Status, ROUTE_ORDER_PLACED};
 use crate::messaging::QUEUE_ORDER_EVENTS;
 use crate::store::{
@@ -45,6 +45,9 @@ pub(super) struct Pending {
 /// Gathers waiting orders into batches until every sender is gone.
 pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, signal: Arc<watch::Sender<u64>>) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    let (wake, woken) = watch::channel(());
+    let wake = Arc::new(wake);
+    tokio::spawn(wake_others(pool.clone(), woken));
     loop {
         // Wait for a free slot first: orders arriving meanwhile join the next batch.
         let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
@@ -63,23 +66,22 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, sign
         if batch.is_empty() {
             continue;
         }
-        let (pool, signal) = (pool.clone(), signal.clone());
+        let (pool, signal, wake) = (pool.clone(), signal.clone(), wake.clone());
         tokio::spawn(async move {
             let (orders, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|p| (p.order, p.reply)).unzip();
             let abandoned = || replies.iter().all(|r| r.is_closed());
             let placed = async {
                 let mut client = pool.get().await.map_err(pool_err)?;
-                let placed = place_batch(&mut client, &orders, abandoned).await?;
-                Ok((placed, client))
+                place_batch(&mut client, &orders, abandoned).await
             };
             match placed.await {
-                Ok(((outcomes, inserted), client)) => {
+                Ok((outcomes, inserted)) => {
                     for (reply, outcome) in replies.into_iter().zip(outcomes) {
                         let _ = reply.send(outcome);
                     }
                     if inserted {
                         super::bump(&signal);
-                        wake_others(&client).await;
+                        wake.send_replace(());
                     }
                 }
                 Err(e) => {
@@ -94,18 +96,22 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, sign
     }
 }
 
-/// Wakes the relays and consumers of every process, once a batch has
-/// committed and its callers have their answers.
+/// Wakes the relays and consumers of every process after batches commit,
+/// on a task of its own, until the writer is gone.
 ///
-/// Not inside the batch's transaction, as the services' writes do it:
+/// Not inside a batch's transaction, as the services' writes do it:
 /// PostgreSQL commits the transactions that notify one at a time, holding a
 /// lock until each commit is on disk, so new orders would wait for the
-/// services' commits while a backlog drains. Alone, a notification writes
-/// nothing that needs a flush and holds that lock for a moment. One lost
-/// (the process dies first) only delays the relay until its next poll.
-async fn wake_others(client: &Object) {
-    if let Err(e) = client.batch_execute(NOTIFY_MESSAGES).await {
-        tracing::warn!(error = %describe(&e), "NOTIFY after an order batch failed; the relays will poll");
+/// services' commits while a backlog drains. Nor on a batch's own slot, which
+/// would stay taken while the notification waits for that lock. Batches that
+/// commit while a notification is being sent share the next one. One lost
+/// (the process dies first) only delays the relays until their next poll.
+async fn wake_others(pool: Pool, mut woken: watch::Receiver<()>) {
+    while woken.changed().await.is_ok() {
+        let sent = async { pool.get().await.map_err(pool_err)?.batch_execute(NOTIFY_MESSAGES).await.map_err(db_err) };
+        if let Err(e) = sent.await {
+            tracing::warn!(error = %e, "NOTIFY after order batches failed; the relays will poll");
+        }
     }
 }
 
