@@ -162,10 +162,7 @@ impl Store for PostgresStore {
     }
 
     async fn stats(&self) -> Result<PipelineStats, StoreError> {
-        let count = async { stats::count(&mut self.client().await?).await };
-        tokio::time::timeout(COUNT_TIMEOUT, count)
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not finish counting in time".into())))
+        bounded_by(COUNT_TIMEOUT, async { stats::count(&mut self.client().await?).await }).await
     }
 
     async fn statuses(&self, ids: &[OrderId]) -> Result<Vec<(OrderId, Status)>, StoreError> {
@@ -276,7 +273,15 @@ impl PostgresStore {
 
 /// Gives up on a read (or a small operator write) that PostgreSQL does not answer.
 async fn bounded<T>(work: impl std::future::Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
-    tokio::time::timeout(READ_TIMEOUT, work)
+    bounded_by(READ_TIMEOUT, work).await
+}
+
+/// Gives up on work that PostgreSQL has not finished within `limit`.
+async fn bounded_by<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    tokio::time::timeout(limit, work)
         .await
         .unwrap_or_else(|_| Err(StoreError::Unavailable("PostgreSQL did not answer in time".into())))
 }

@@ -46,7 +46,6 @@ pub(super) struct Pending {
 pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<Pending>, signal: Arc<watch::Sender<u64>>) {
     let in_flight = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
     let (wake, woken) = watch::channel(());
-    let wake = Arc::new(wake);
     tokio::spawn(wake_others(pool.clone(), woken));
     loop {
         // Wait for a free slot first: orders arriving meanwhile join the next batch.
