@@ -4,8 +4,7 @@
 //! Redis the script starts a `redis-server` of the cluster's own, on a free
 //! port, and stops it with the rest.
 
-use crate::helpers::{Env, BIN, OPERATOR_TOKEN};
-use std::net::TcpListener;
+use crate::helpers::{free_port_block, Env, BIN, OPERATOR_TOKEN};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -28,16 +27,6 @@ pub struct Cluster {
     dir: PathBuf,
     database_url: String,
     broker_url: String,
-}
-
-/// A port with a few free ones after it (for the replicas).
-fn free_port_block(n: u16) -> u16 {
-    loop {
-        let base = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        if base < 60000 && (1..=n).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
 }
 
 impl Cluster {

@@ -638,6 +638,26 @@ where
 /// The settings under which Redis loses nothing it acknowledged.
 pub const REDIS_DURABLE: &[&str] = &["--appendonly", "yes", "--appendfsync", "always"];
 
+/// A free port and the `n` after it, for servers a test starts (or restarts)
+/// later on those numbers. They are picked below the kernel's ephemeral range,
+/// so that no outgoing connection, which takes its local port from that range,
+/// can hold one of them by then.
+pub fn free_port_block(n: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000, ephemeral_low.saturating_sub(n).max(10_001));
+    loop {
+        let random = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        let base = low + (random % u64::from(high - low)) as u16;
+        if (0..=n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
+        }
+    }
+}
+
 /// A `redis-server` this test started, on a port and in a directory of its
 /// own; it is killed (that process only) when dropped.
 pub struct RedisServer {
@@ -656,8 +676,7 @@ impl RedisServer {
             Ok(o) => return Err(String::from_utf8_lossy(&o.stderr).into_owned()),
             Err(e) => return Err(format!("redis-server is not installed ({e})")),
         }
-        let port =
-            std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?.port();
+        let port = free_port_block(0);
         let mut args: Vec<String> =
             ["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--daemonize", "no"]
                 .iter()
